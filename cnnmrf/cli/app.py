@@ -1,0 +1,34 @@
+"""The Typer application: the top-level ``--debug`` flag and the six commands, each in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cnnmrf.cli import evaluate, predict, preprocess, train
+from cnnmrf.cli.console import debug_mode, guarded
+
+app = typer.Typer(
+    name="cnnmrf",
+    help="ConvNet part detector + MRF spatial model for human pose (Tompson et al., NIPS 2014) on FLIC.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    debug_mode["on"] = debug
+
+
+app.command("preprocess")(guarded(preprocess.preprocess))
+app.command("train-detector")(guarded(train.train_detector))
+app.command("train-mrf")(guarded(train.train_mrf))
+app.command("train-joint")(guarded(train.train_joint))
+app.command("evaluate")(guarded(evaluate.evaluate))
+app.command("predict")(guarded(predict.predict))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

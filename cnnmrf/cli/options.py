@@ -1,0 +1,18 @@
+"""Options shared by several commands, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DataPath = Annotated[Path, typer.Argument(help="HDF5 dataset made by `cnnmrf preprocess`.", show_default=False)]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.jsonl.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
+Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0: all cores).", min=0)]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", "-c", help="Checkpoint (.pt); default: the bundled FLIC-trained weights."),
+]

@@ -1,0 +1,1 @@
+"""Data stage: FLIC annotations, geometry and heatmap codecs, HDF5 preprocessing and the training dataset."""

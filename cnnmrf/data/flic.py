@@ -1,0 +1,101 @@
+"""Read FLIC annotations (``examples.mat``) and images from the distributed folder or ``FLIC.zip``."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.joints import FLIC_COLUMNS, TORSO_PARTS
+
+
+@dataclass(frozen=True)
+class FlicExample:
+    """One annotated person in FLIC."""
+
+    index: int  # 0-based index into examples.mat
+    file: str  # image file name inside images/
+    torsobox: np.ndarray  # (4,) x1, y1, x2, y2 in original-image pixels
+    joints: np.ndarray  # (K, 2) the 10 joints in original-image pixels, raw (person-centric) labels
+    split: str  # "train" or "test"
+
+
+class FlicSource:
+    """A FLIC copy: a folder holding ``examples.mat`` and ``images/``, or the ``FLIC.zip`` archive.
+
+    Safe to pickle into worker processes: the zip file is reopened lazily in each process.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CnnmrfError(f"{self.path} does not exist: give the FLIC folder (examples.mat + images/) or FLIC.zip")
+        self.is_zip = self.path.is_file()
+        self._zip: zipfile.ZipFile | None = None
+        if self.is_zip:
+            if not zipfile.is_zipfile(self.path):
+                raise CnnmrfError(f"{self.path} is neither a folder nor a zip archive")
+            names = self._archive().namelist()
+            mats = [n for n in names if n.endswith("examples.mat")]
+            if not mats:
+                raise CnnmrfError(f"{self.path} holds no examples.mat: is it FLIC.zip?")
+            self._root = mats[0][: -len("examples.mat")]
+        else:
+            if not (self.path / "examples.mat").is_file():
+                raise CnnmrfError(f"{self.path} holds no examples.mat: give the FLIC folder or FLIC.zip")
+            self._root = ""
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_zip"] = None
+        return state
+
+    def _archive(self) -> zipfile.ZipFile:
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+        return self._zip
+
+    def read_bytes(self, relative: str) -> bytes:
+        """Bytes of a file relative to the FLIC root (e.g. ``images/x.jpg``); FileNotFoundError if absent."""
+        if self.is_zip:
+            try:
+                return self._archive().read(self._root + relative)
+            except KeyError as err:
+                raise FileNotFoundError(relative) from err
+        return (self.path / relative).read_bytes()
+
+    def read_image_bytes(self, file: str) -> bytes:
+        """Bytes of one image file of ``images/``."""
+        return self.read_bytes(f"images/{file}")
+
+    def examples(self) -> list[FlicExample]:
+        """All annotated examples, in examples.mat order."""
+        try:
+            mat = scipy.io.loadmat(io.BytesIO(self.read_bytes("examples.mat")), squeeze_me=True, struct_as_record=False)
+            records = np.atleast_1d(mat["examples"])
+        except Exception as err:  # scipy raises many types on malformed files
+            raise CnnmrfError(f"cannot read examples.mat in {self.path}: {err}") from err
+        return [_parse_record(i, record) for i, record in enumerate(records)]
+
+
+def _parse_record(index: int, record: object) -> FlicExample:
+    """Turn one examples.mat struct into a FlicExample."""
+    try:
+        coords = np.asarray(record.coords, dtype=np.float64)  # (2, 29): x row then y row
+        joints9 = coords[:, list(FLIC_COLUMNS)].T  # (9, 2)
+        torso = joints9[list(TORSO_PARTS)].mean(axis=0, keepdims=True)  # (1, 2)
+        split = "train" if int(record.istrain) else ("test" if int(record.istest) else "none")
+        return FlicExample(
+            index=index,
+            file=str(record.filepath),
+            torsobox=np.asarray(record.torsobox, dtype=np.float64).reshape(4),
+            joints=np.concatenate([joints9, torso], axis=0),
+            split=split,
+        )
+    except (AttributeError, ValueError, IndexError) as err:
+        raise CnnmrfError(f"examples.mat entry {index} is malformed ({err}); is this FLIC's examples.mat?") from err

@@ -1,0 +1,1 @@
+"""Evaluation stage: FLIC PCK, reports, and inference that maps predictions back to original pixels."""

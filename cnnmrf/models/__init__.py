@@ -1,0 +1,1 @@
+"""Model stage: the multi-resolution part detector, the FFT spatial model and their combination."""

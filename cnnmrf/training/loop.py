@@ -1,0 +1,344 @@
+"""The one training loop behind `train-detector`, `train-mrf` and `train-joint` (single process or torchrun/DDP)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from cnnmrf.data.dataset import FlicDataset, open_dataset_file
+from cnnmrf.data.geometry import input_to_heatmap
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation.inference import predict_rows
+from cnnmrf.evaluation.pck import evaluate_pck
+from cnnmrf.evaluation.report import pck_table
+from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.losses import LOSSES, peak_normalised
+from cnnmrf.models.detector import DETECTOR_PRESETS
+from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
+from cnnmrf.models.spatial import displacement_histograms
+from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from cnnmrf.training.config import STAGES, TrainConfig
+
+
+def train(
+    config: TrainConfig,
+    data: Path,
+    out: Path,
+    *,
+    detector_ckpt: Path | None = None,
+    mrf_ckpt: Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train one stage and write ``out/last.pt``, ``out/best.pt`` and ``out/metrics.jsonl``.
+
+    Args:
+        config: the run's settings.
+        data: HDF5 dataset from ``cnnmrf preprocess``.
+        out: run folder.
+        detector_ckpt: checkpoint whose detector starts the ``mrf`` and ``joint`` stages.
+        mrf_ckpt: checkpoint with detector and spatial model that starts the ``joint`` stage.
+        resume: continue from ``out/last.pt`` (model, optimiser, schedule, epoch).
+        force: start afresh even if ``out`` holds a previous run (its checkpoints are overwritten).
+        console: where to print (rank 0 only); None prints nothing.
+
+    Returns:
+        The last epoch's metrics.
+    """
+    # ---- processes: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; otherwise a single process -------------------------
+    world, rank, device = _setup_distributed(config.device)
+    main_process = rank == 0
+    console = console if main_process else None
+    torch.manual_seed(config.seed)
+    out = Path(out)
+    _check_outputs(config, out, resume, force, detector_ckpt, mrf_ckpt)
+
+    # ---- data: a fixed held-out validation part of the training split ------------------------------------------
+    h5, prep = open_dataset_file(data)
+    with h5:
+        n_train = h5["train"]["images"].shape[0]
+        train_joints = h5["train"]["joints_input"][:]  # (N, K, 2) model-input pixels
+        train_visible = h5["train"]["visible"][:]  # (N, K)
+    order = np.random.default_rng(config.seed).permutation(n_train)
+    n_val = int(round(config.val_fraction * n_train)) if n_train > 1 else 0
+    val_rows = np.sort(order[:n_val])
+    if config.val_limit:
+        val_rows = val_rows[: config.val_limit]
+    train_rows = np.sort(order[n_val:])
+    train_set = FlicDataset(data, "train", rows=train_rows, augment=config.augment, seed=config.seed)
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
+                                 drop_last=len(train_set) >= world * config.batch_size)
+
+    # ---- model: built fresh, or from earlier stages' checkpoints --------------------------------------------------
+    start_epoch, best_pck, history = 0, -1.0, []
+    resume_state = load_checkpoint(out / "last.pt") if resume else None
+    if resume_state is not None:
+        model = model_from_checkpoint(resume_state)
+    else:
+        model = _initial_model(config, prep.input_size, detector_ckpt, mrf_ckpt, train_joints, train_visible, prep)
+    if model.config.detector.input_size != prep.input_size:
+        raise CnnmrfError(f"the model expects {model.config.detector.input_size}px inputs but {data} holds "
+                          f"{prep.input_size}px crops; preprocess with --input-size {model.config.detector.input_size}")
+    model.to(device)
+    if config.stage == "mrf":
+        model.detector.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(config, model)
+    steps_per_epoch = _steps_per_epoch(config, len(sampler))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        start_epoch, best_pck = resume_state["epoch"] + 1, resume_state["best_pck"]
+        history = list(resume_state.get("history", []))
+        torch.set_rng_state(resume_state["rng"]["torch"])
+    wrapped = model
+    if world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                            else None)
+    loss_fn = LOSSES[config.loss]
+    autocast = device.type == "cuda" and config.amp
+
+    base_state = {
+        "model_config": model.config.to_dict(),
+        "preprocess": asdict(prep),
+        "joint_names": list(JOINT_NAMES),
+        "train_config": _jsonable(asdict(config)),
+    }
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, config.epochs):
+        # ---- one epoch of training ---------------------------------------------------------------------------------
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                            drop_last=len(sampler) >= config.batch_size, pin_memory=device.type == "cuda")
+        wrapped.train()
+        if config.stage == "mrf":
+            model.detector.eval()  # frozen: keep BatchNorm statistics fixed
+        started, seen, loss_sum, wait = time.perf_counter(), 0, 0.0, 0.0
+        progress = _progress(console, epoch, config.epochs)
+        task = progress.add_task("train", total=steps_per_epoch, loss=float("nan"), rate=0.0) if progress else None
+        fetched = time.perf_counter()
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            wait += time.perf_counter() - fetched
+            images = batch["image"].to(device, non_blocking=True)  # (B, 3, S, S)
+            target = batch["heatmaps"].to(device, non_blocking=True)  # (B, K, H, W)
+            visible = batch["visible"].to(device, non_blocking=True)  # (B, K)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                out_maps = wrapped(images)
+                loss = _stage_loss(config, loss_fn, out_maps, target, visible)
+            if not torch.isfinite(loss):
+                if progress:
+                    progress.stop()
+                raise CnnmrfError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                                  f"The last good checkpoint is kept in {out}; try a lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            seen += images.shape[0] * world
+            loss_sum += loss.item()
+            if progress:
+                progress.update(task, advance=1, loss=loss_sum / (step + 1),
+                                rate=seen / (time.perf_counter() - started))
+            fetched = time.perf_counter()
+        if progress:
+            progress.stop()
+        seconds = time.perf_counter() - started
+
+        # ---- validation, logging and checkpoints (rank 0) ---------------------------------------------------------
+        if main_process:
+            result = _validate(model, data, val_rows, device, config)
+            val = {name: 100 * result.at(name, 0.2) for name in ("wrist", "elbow", "shoulder", "hip", "mean")}
+            metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, steps_per_epoch), "val_pck@0.2": val,
+                       "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
+                       "images_per_s": round(seen / seconds, 2), "data_wait_fraction": round(wait / seconds, 4)}
+            history.append(metrics)
+            if console is not None:
+                console.print(pck_table(result, title=f"epoch {epoch + 1}: validation PCK ({len(val_rows)} held-out)"))
+            improved = val["mean"] > best_pck
+            best_pck = max(best_pck, val["mean"])
+            state = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_pck": best_pck,
+                     "history": history, "rng": {"torch": torch.get_rng_state()}}
+            save_checkpoint(out / "last.pt", state)
+            if improved:
+                save_checkpoint(out / "best.pt", state)
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(metrics) + "\n")
+        if world > 1:
+            dist.barrier()
+    if world > 1:
+        dist.destroy_process_group()
+    return metrics
+
+
+def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Start the process group under torchrun; return (world size, rank, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device_name not in ("auto", "cpu", "cuda"):
+        raise CnnmrfError(f"--device must be auto, cpu or cuda, not {device_name!r}")
+    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise CnnmrfError("--device cuda was asked for but no CUDA GPU is available")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return world, rank, device
+
+
+def _check_outputs(config: TrainConfig, out: Path, resume: bool, force: bool, detector_ckpt: Path | None,
+                   mrf_ckpt: Path | None) -> None:
+    """Refuse conflicting options and never overwrite a previous run silently."""
+    if config.stage not in STAGES:
+        raise CnnmrfError(f"unknown stage {config.stage!r}; expected one of {', '.join(STAGES)}")
+    if config.loss not in LOSSES:
+        raise CnnmrfError(f"--loss must be one of {', '.join(LOSSES)}, not {config.loss!r}")
+    if config.optimizer not in ("adam", "sgd"):
+        raise CnnmrfError(f"--optimizer must be adam or sgd, not {config.optimizer!r}")
+    if config.preset not in DETECTOR_PRESETS:
+        raise CnnmrfError(f"unknown preset {config.preset!r}; expected one of {', '.join(DETECTOR_PRESETS)}")
+    if config.stage == "mrf" and detector_ckpt is None and not resume:
+        raise CnnmrfError("train-mrf needs --detector CKPT (a checkpoint from train-detector)")
+    if resume and force:
+        raise CnnmrfError("--resume and --force contradict each other: pick one")
+    if resume and not (out / "last.pt").is_file():
+        raise CnnmrfError(f"--resume: {out / 'last.pt'} does not exist")
+    if not resume and (out / "last.pt").exists() and not force:
+        raise CnnmrfError(f"{out} already holds a run; pass --resume to continue it or --force to start afresh")
+    if int(os.environ.get("RANK", "0")) == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and (out / "metrics.jsonl").exists():
+            (out / "metrics.jsonl").unlink()
+
+
+def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | None, mrf_ckpt: Path | None,
+                   joints: np.ndarray, visible: np.ndarray, prep: Any) -> PoseModel:
+    """The model a fresh run starts from."""
+    if mrf_ckpt is not None:
+        model = model_from_checkpoint(load_checkpoint(mrf_ckpt))
+        if model.spatial is None:
+            raise CnnmrfError(f"{mrf_ckpt} has no spatial model; give a checkpoint from train-mrf")
+        return model
+    if detector_ckpt is not None:
+        detector = model_from_checkpoint(load_checkpoint(detector_ckpt)).detector
+        detector_config = detector.config
+    else:
+        detector, detector_config = None, DETECTOR_PRESETS[config.preset]()
+        detector_config.input_size = input_size
+    spatial = None
+    if config.stage != "detector":
+        spatial = spatial_config_for(detector_config)
+    model = PoseModel(PoseConfig(detector=detector_config, spatial=spatial))
+    if detector is not None:
+        model.detector.load_state_dict(detector.state_dict())
+    if model.spatial is not None:
+        # Initialise the pairwise priors from the training split's joint displacements (heatmap pixels).
+        hm_joints = input_to_heatmap(joints, detector_config.stride)  # (N, K, 2)
+        hist = displacement_histograms(hm_joints, visible, model.spatial.config.heatmap_size,
+                                       model.spatial.config.histogram_sigma)
+        model.spatial.init_from_histogram(hist)
+    return model
+
+
+def _optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
+    """Adam or SGD with weight decay on convolution weights only."""
+    decay = [m.weight for m in model.detector.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
+    decay_ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in decay_ids]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999))
+
+
+def _steps_per_epoch(config: TrainConfig, samples: int) -> int:
+    steps = samples // config.batch_size if samples >= config.batch_size else 1
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
+def _lr_lambda(config: TrainConfig, total_steps: int):
+    """Linear warmup, then cosine decay to 1% (or constant)."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _stage_loss(config: TrainConfig, loss_fn, out: dict[str, torch.Tensor], target: torch.Tensor,
+                visible: torch.Tensor) -> torch.Tensor:
+    """The loss of the stage being trained: detector maps, spatial-model maps, or both."""
+    def on(maps: torch.Tensor, log_space: bool) -> torch.Tensor:
+        maps = maps.float()
+        if config.loss == "mse" and log_space:
+            maps = peak_normalised(maps)
+        return loss_fn(maps, target, visible)
+
+    if config.stage == "detector":
+        return on(out["detector"], log_space=False)
+    spatial = on(out["spatial"], log_space=True)
+    if config.stage == "mrf":
+        return spatial
+    return spatial + config.detector_loss_weight * on(out["detector"], log_space=False)
+
+
+@torch.no_grad()
+def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, config: TrainConfig):
+    """PCK of the current model on the held-out rows, in original-image pixels."""
+    with h5py.File(data, "r") as h5:
+        truth = h5["train"]["joints"][:][rows] if len(rows) else np.zeros((0, len(JOINT_NAMES), 2))
+    if len(rows) == 0:
+        return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
+    pred, _ = predict_rows(model, data, "train", rows, batch_size=64, device=device)
+    return evaluate_pck(pred, truth)
+
+
+def _progress(console: Console | None, epoch: int, epochs: int) -> Progress | None:
+    if console is None:
+        return None
+    progress = Progress(
+        TextColumn(f"[bold]epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} img/s"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+    )
+    progress.start()
+    return progress
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples to lists, recursively, so a config is plain data."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
