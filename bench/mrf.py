@@ -7,14 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without installing the package
 from cnnmrf.models.spatial import SpatialConfig, SpatialModel, spatial_forward_direct
 
 

@@ -175,7 +175,7 @@ def expected_labels(observer: bool = True) -> np.ndarray:
     shoulders and hips); with ``observer`` the arm labels of people seen from behind are swapped.
     """
     out = []
-    for person, record in zip(PERSONS, tiny_annotations()):
+    for person, record in zip(PERSONS, tiny_annotations(), strict=True):
         c = record["coords"]
         joint = {name: c[:, col] for name, col in PART_COLUMNS.items()}
         if observer and person.pose == "back":

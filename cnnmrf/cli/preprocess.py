@@ -14,7 +14,7 @@ from cnnmrf.cli.console import console
 from cnnmrf.cli.options import Force, Workers
 from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
 
-_DEFAULTS = PreprocessConfig()
+_D = PreprocessConfig()
 
 
 def preprocess(
@@ -23,13 +23,13 @@ def preprocess(
     person_centric: Annotated[
         bool, typer.Option("--person-centric", help="Keep FLIC's raw left/right labels (default: observer-centric).")
     ] = False,
-    input_size: Annotated[int, typer.Option(help="Side of the square model input, pixels.", min=16)] = _DEFAULTS.input_size,
-    crop_scale: Annotated[float, typer.Option(help="Crop side / torso-box height.", min=0.5)] = _DEFAULTS.crop_scale,
-    heatmap_stride: Annotated[int, typer.Option(help="Input pixels per heatmap pixel.", min=1)] = _DEFAULTS.heatmap_stride,
-    sigma: Annotated[float, typer.Option(help="Target Gaussian sigma, heatmap pixels.", min=0.1)] = _DEFAULTS.heatmap_sigma,
+    input_size: Annotated[int, typer.Option(help="Side of the square model input, pixels.", min=16)] = _D.input_size,
+    crop_scale: Annotated[float, typer.Option(help="Crop side / torso-box height.", min=0.5)] = _D.crop_scale,
+    heatmap_stride: Annotated[int, typer.Option(help="Input pixels per heatmap pixel.", min=1)] = _D.heatmap_stride,
+    sigma: Annotated[float, typer.Option(help="Target Gaussian sigma, heatmap pixels.", min=0.1)] = _D.heatmap_sigma,
     workers: Workers = 0,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N examples (quick subsets).", min=1)] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop missing or corrupt images instead of failing.")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Drop missing or corrupt images, don't fail.")] = False,
     force: Force = False,
 ) -> None:
     """Convert raw FLIC into an HDF5 file of person-centred crops, joints and target heatmaps."""
@@ -38,15 +38,20 @@ def preprocess(
     command = "cnnmrf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     columns = (TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("preprocess", total=None, rate="")
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task("preprocess", total=None, rate="")
 
-        def on_progress(done: int, total: int) -> None:
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            progress.update(task, completed=done, total=total, rate=f"{done / elapsed:.0f} img/s")
+    def on_progress(done: int, total: int) -> None:
+        if done == 1:
+            progress.start()  # only once the inputs have been checked
+        elapsed = progress.tasks[0].elapsed or 1e-9
+        progress.update(task, completed=done, total=total, rate=f"{done / elapsed:.0f} img/s")
 
+    try:
         report = preprocess_flic(flic, out, config, workers=workers, limit=limit, skip_bad=skip_bad, force=force,
                                  command=command, on_progress=on_progress)
+    finally:
+        progress.stop()
     for file, reason in report.bad:
         console.print(f"[yellow]skipped[/] {file}: {reason}")
     counts = ", ".join(f"{n} {split}" for split, n in report.counts.items())

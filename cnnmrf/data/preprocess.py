@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,8 +85,10 @@ def _process(task: tuple[FlicSource, FlicExample, PreprocessConfig]) -> tuple[np
     transform = crop_transform(example.torsobox, config.input_size, config.crop_scale)
     try:
         data = source.read_image_bytes(example.file)
-    except (FileNotFoundError, OSError):
+    except (FileNotFoundError, KeyError):
         return None, "missing image"
+    except (OSError, zipfile.BadZipFile, zlib.error) as err:
+        return None, f"unreadable image ({err})"
     try:
         image, factor = decode_image(data, target_scale=transform[0, 0])
     except ValueError as err:
@@ -163,10 +167,10 @@ def preprocess_flic(
 
     started = time.perf_counter()
     out = Path(out)
+    if out.is_dir():
+        raise CnnmrfError(f"{out} is a folder; give a file name such as data/flic.h5")
     if out.exists() and not force:
         raise CnnmrfError(f"{out} already exists; pass --force to overwrite it")
-    if out.exists() and out.is_dir():
-        raise CnnmrfError(f"{out} is a folder; give a file name such as data/flic.h5")
     source = FlicSource(source_path)
     examples = select_examples(source.examples(), limit)
     if not examples:

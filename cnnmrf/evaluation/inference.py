@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
+from cnnmrf.data.geometry import heatmap_to_input, invert_affine
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel

@@ -152,8 +152,10 @@ class SpatialModel(nn.Module):
         Args:
             histograms: (K, K, 2H-1, 2W-1) non-negative histograms, e.g. from :func:`displacement_histograms`.
         """
-        hist = torch.as_tensor(np.asarray(histograms) if not isinstance(histograms, Tensor) else histograms)
-        hist = hist.detach().to(device="cpu", dtype=torch.float64)  # (K, K, KH, KW)
+        if isinstance(histograms, Tensor):
+            hist = histograms.detach().to(device="cpu", dtype=torch.float64)  # (K, K, KH, KW)
+        else:
+            hist = torch.from_numpy(np.asarray(histograms, dtype=np.float64))  # (K, K, KH, KW)
         if hist.shape != self.pair_kernels.shape:
             raise ValueError(f"histograms shape {tuple(hist.shape)} != kernels shape {tuple(self.pair_kernels.shape)}")
         if (hist < 0).any():

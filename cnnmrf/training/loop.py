@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     console: Console | None = None,
+    on_epoch_end: Callable[[int, PoseModel], None] | None = None,
 ) -> dict[str, Any]:
     """Train one stage and write ``out/last.pt``, ``out/best.pt`` and ``out/metrics.jsonl``.
 
@@ -55,6 +57,8 @@ def train(
         resume: continue from ``out/last.pt`` (model, optimiser, schedule, epoch).
         force: start afresh even if ``out`` holds a previous run (its checkpoints are overwritten).
         console: where to print (rank 0 only); None prints nothing.
+        on_epoch_end: hook for tests and tools, called on every rank after each epoch (once its checkpoints are
+            written) with the epoch number (1-based, as in metrics.jsonl) and the unwrapped model.
 
     Returns:
         The last epoch's metrics.
@@ -186,6 +190,8 @@ def train(
                 fh.write(json.dumps(metrics) + "\n")
         if world > 1:
             dist.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model)
     if world > 1:
         dist.destroy_process_group()
     return metrics

@@ -1,0 +1,145 @@
+"""Tests for the command line: help texts, and `cnnmrf preprocess` successes and one-line failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import pytest
+from fixtures import image_name, write_tiny_flic
+from typer.testing import CliRunner, Result
+
+from cnnmrf.cli.app import app
+
+COMMANDS = ("preprocess", "train-detector", "train-mrf", "train-joint", "evaluate", "predict")
+TINY_OPTIONS = ["--input-size", "64", "--heatmap-stride", "4", "--sigma", "1.5", "--workers", "1"]
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def text(result: Result) -> str:
+    """The output with rich's line wrapping undone (whitespace runs collapsed to one space)."""
+    return " ".join(result.output.split())
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """The command failed with exactly one ``error:`` line on stderr and no traceback; returns that line."""
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_help_lists_all_commands() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+def test_no_arguments_shows_help() -> None:
+    result = invoke()
+    assert "Usage" in result.output and "preprocess" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"cnnmrf {command}" in result.output and "Usage" in result.output
+
+
+def test_preprocess_help_documents_options() -> None:
+    output = invoke("preprocess", "--help").output
+    for option in ("--out", "--person-centric", "--input-size", "--crop-scale", "--heatmap-stride", "--sigma",
+                   "--workers", "--limit", "--skip-bad", "--force"):
+        assert option in output
+
+
+def test_preprocess_missing_input(tmp_path: Path) -> None:
+    result = invoke("preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5")
+    assert result.exit_code == 1
+    assert_one_line_error(result, "does not exist")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_preprocess_folder_without_examples_mat(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = invoke("preprocess", tmp_path / "empty", "--out", tmp_path / "x.h5")
+    assert_one_line_error(result, "no examples.mat")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_preprocess_existing_output_needs_force(tiny_flic: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exists.h5"
+    out.write_bytes(b"keep me")
+    result = invoke("preprocess", tiny_flic, "--out", out, *TINY_OPTIONS)
+    assert_one_line_error(result, "already exists", "--force")
+    assert out.read_bytes() == b"keep me"
+    result = invoke("preprocess", tiny_flic, "--out", out, *TINY_OPTIONS, "--force", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as h5:
+        assert h5["train/images"].shape[0] + h5["test/images"].shape[0] == 3
+
+
+def test_preprocess_corrupt_jpeg(tmp_path: Path) -> None:
+    flic = write_tiny_flic(tmp_path / "FLIC")
+    bad = flic / "images" / image_name(2)
+    bad.write_bytes(bad.read_bytes()[:300])
+    out = tmp_path / "out.h5"
+    result = invoke("preprocess", flic, "--out", out, *TINY_OPTIONS)
+    assert_one_line_error(result, image_name(2), "--skip-bad")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    # With --skip-bad the run succeeds and reports what it dropped.
+    result = invoke("preprocess", flic, "--out", out, *TINY_OPTIONS, "--skip-bad")
+    assert result.exit_code == 0, result.output
+    assert f"skipped {image_name(2)}" in text(result) and "1 skipped" in text(result)
+    with h5py.File(out, "r") as h5:
+        assert h5["test/images"].shape[0] == 3 and h5["train/images"].shape[0] == 8
+
+
+def test_preprocess_bad_option_value_is_a_usage_error(tiny_flic: Path, tmp_path: Path) -> None:
+    result = invoke("preprocess", tiny_flic, "--out", tmp_path / "x.h5", "--input-size", "4")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_preprocess_success(tiny_flic: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data" / "flic.h5"
+    result = invoke("preprocess", tiny_flic, "--out", out, *TINY_OPTIONS, "--crop-scale", "2.5")
+    assert result.exit_code == 0, result.output
+    summary = text(result)
+    assert "wrote" in summary and "flic.h5" in summary and "(8 train, 4 test examples, 0 skipped)" in summary
+    assert result.stderr == ""
+    with h5py.File(out, "r") as h5:
+        assert h5["train/images"].shape == (8, 64, 64, 3)
+        assert h5["test/heatmaps"].shape == (4, 10, 16, 16)
+        config = json.loads(h5.attrs["config"])
+        assert config == {"input_size": 64, "crop_scale": 2.5, "heatmap_stride": 4, "heatmap_sigma": 1.5,
+                          "observer_centric": True}
+        assert h5.attrs["command"].startswith("cnnmrf")
+
+
+def test_preprocess_zip_and_person_centric(tiny_flic_zip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "zip.h5"
+    result = invoke("preprocess", tiny_flic_zip, "--out", out, *TINY_OPTIONS, "--person-centric", "--limit", "6")
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as h5:
+        assert h5.attrs["source"] == "FLIC.zip"
+        assert not h5.attrs["observer_centric"]
+        assert h5["train/index"][:].tolist() == [0, 1, 3, 4] and h5["test/index"][:].tolist() == [2, 5]
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    result = invoke("--debug", "preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5")
+    assert result.exit_code != 0
+    assert result.exception is not None and "does not exist" in str(result.exception)
