@@ -32,3 +32,7 @@ app.command("predict")(guarded(predict.predict))
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

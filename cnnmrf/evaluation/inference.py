@@ -1,38 +1,278 @@
-"""Run a pose model on dataset crops and map the decoded joints back to original-image pixels."""
+"""Run a pose model on crops (flip and multi-scale testing) and map the decoded joints back to original pixels."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from cnnmrf.data.geometry import heatmap_to_input, invert_affine
+from cnnmrf.data.geometry import heatmap_to_input
 from cnnmrf.data.heatmaps import decode_heatmaps
+from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel
 
+# Names of the heatmap sets a forward pass yields: the detector's logits and, with a spatial model, its log-beliefs.
+DETECTOR, FULL = "detector", "full"
+
+
+class Joints(NamedTuple):
+    """Decoded predictions: ``joints`` (N, K, 2) (x, y) in original-image pixels and ``scores`` (N, K)."""
+
+    joints: np.ndarray
+    scores: np.ndarray
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device.
+
+    Raises:
+        CnnmrfError: an unknown name, or CUDA asked for without a GPU.
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise CnnmrfError(f"--device must be auto, cpu or cuda, not {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnmrfError(f"--device {name} was asked for but no CUDA GPU is available")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise CnnmrfError(f"--device {name!r} is not a valid device ({err})") from err
+
 
 def heatmap_to_original(coords: np.ndarray, transforms: np.ndarray, stride: int) -> np.ndarray:
-    """(N, K, 2) heatmap pixels + (N, 2, 3) original->input transforms -> (N, K, 2) original-image pixels."""
+    """Map heatmap pixels back to original-image pixels.
+
+    Args:
+        coords: (N, K, 2) (x, y) in heatmap pixels.
+        transforms: (N, 2, 3) original-image -> model-input affine transforms (one per crop).
+        stride: model-input pixels per heatmap pixel.
+
+    Returns:
+        (N, K, 2) (x, y) in original-image pixels.
+    """
     points = heatmap_to_input(coords, stride)  # (N, K, 2) model-input pixels
-    inverse = np.stack([invert_affine(t) for t in transforms])  # (N, 2, 3)
-    return np.einsum("nij,nkj->nki", inverse[:, :, :2], points) + inverse[:, None, :, 2]
+    transforms = np.asarray(transforms, dtype=np.float64)
+    linear = np.linalg.inv(transforms[:, :, :2])  # (N, 2, 2) input -> original
+    offset = -np.einsum("nij,nj->ni", linear, transforms[:, :, 2])  # (N, 2)
+    return np.einsum("nij,nkj->nki", linear, points) + offset[:, None, :]
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """Parse a ``--scales`` list such as ``"1.0,0.8,1.2"``.
+
+    Raises:
+        CnnmrfError: not a comma-separated list of numbers in [0.25, 4].
+    """
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CnnmrfError(f"--scales must be comma-separated numbers such as 1.0,0.8,1.2, not {text!r}") from None
+    if not scales or not all(0.25 <= s <= 4.0 for s in scales):
+        raise CnnmrfError(f"--scales must be numbers between 0.25 and 4 such as 1.0,0.8,1.2, not {text!r}")
+    return scales
+
+
+def zoom_images(images: torch.Tensor, scale: float) -> torch.Tensor:
+    """Zoom crops by ``scale`` about their centre (``augmentation_transform(S, scale, 0, False)``; > 1 enlarges).
+
+    Shapes: (B, 3, S, S) -> (B, 3, S, S); pixels from outside the crop are black, as outside images in preprocess.
+    """
+    theta = images.new_tensor([[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]]).expand(images.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, S, S, 2) source positions
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def unzoom_heatmaps(maps: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resample heatmaps of a crop zoomed by ``scale`` back into the unzoomed crop's heatmap frame.
+
+    A zoom about the input centre is the same zoom about the heatmap centre ((H - 1) / 2), so reference pixel h
+    reads the zoomed map at ``c + scale * (h - c)`` (bilinear). Parts of the reference frame the zoomed crop did not
+    see (``scale`` > 1) get weight 0.
+
+    Shapes: (B, K, H, W) -> maps (B, K, H, W) premultiplied by the weight, and weights (1, 1, H, W) in [0, 1].
+    """
+    batch, _, height, width = maps.shape
+    theta = maps.new_tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]])[None]  # (1, 2, 3)
+    grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)  # (1, H, W, 2)
+    weight = F.grid_sample(maps.new_ones(1, 1, height, width), grid, align_corners=False)  # (1, 1, H, W)
+    warped = F.grid_sample(maps, grid.expand(batch, -1, -1, -1), align_corners=False)  # (B, K, H, W) = map * weight
+    return warped, weight
+
+
+@torch.no_grad()
+def predict_heatmap_sets(
+    model: PoseModel,
+    images: torch.Tensor,
+    use_spatial: bool = True,
+    flip_test: bool = False,
+    scales: Sequence[float] = (1.0,),
+) -> dict[str, torch.Tensor]:
+    """Detector and (when used) spatial-model heatmaps of a batch of crops, from the same forward passes.
+
+    Each variant (every scale, and its mirror with ``flip_test``) is run through the model; mirrored maps are
+    flipped back with left/right channels swapped, zoomed maps are resampled into the reference heatmap frame
+    (:func:`unzoom_heatmaps`), and the score maps (logits, log-beliefs) are averaged per pixel, weighted by how much
+    of the variant covered that pixel. Pixels no variant saw (only if 1.0 is not among ``scales``) get the map's
+    minimum. With ``scales == (1.0,)`` this is exactly the plain (or flip-averaged) output.
+
+    Args:
+        model: the pose model, in eval mode.
+        images: (B, 3, S, S) crops in [0, 1].
+        use_spatial: also run the spatial model (if the model has one).
+        flip_test: average with the mirrored crops.
+        scales: zoom factors about the crop centre (> 1 enlarges the person).
+
+    Returns:
+        ``{"detector": (B, K, H, W)}`` plus ``"full": (B, K, H, W)`` when the spatial model ran; higher is better.
+    """
+    perm = list(FLIP_PERMUTATION)
+    sums: dict[str, torch.Tensor] = {}
+    weights: dict[float, torch.Tensor | float] = {}
+    for scale in scales:
+        zoomed = images if scale == 1.0 else zoom_images(images, scale)  # (B, 3, S, S)
+        for flip in (False, True) if flip_test else (False,):
+            out = model(zoomed.flip(-1) if flip else zoomed, use_spatial=use_spatial)
+            maps = {DETECTOR: out["detector"].float(), **({FULL: out["spatial"].float()} if "spatial" in out else {})}
+            for name, m in maps.items():  # (B, K, H, W) each
+                if flip:
+                    m = m.flip(-1)[:, perm]
+                if scale != 1.0:
+                    m, weight = unzoom_heatmaps(m, scale)
+                    weights[scale] = weight
+                else:
+                    weights[scale] = 1.0
+                sums[name] = m if name not in sums else sums[name] + m
+    per_variant = 2 if flip_test else 1
+    total = sum(weights[s] for s in scales) * per_variant  # float, or (1, 1, H, W)
+    if not isinstance(total, torch.Tensor):
+        return {name: s / total for name, s in sums.items()}
+    seen = total > 1e-6  # (1, 1, H, W)
+    out_maps = {}
+    for name, s in sums.items():
+        mean = s / total.clamp_min(1e-6)  # (B, K, H, W)
+        floor = mean.masked_fill(~seen, float("inf")).amin(dim=(-2, -1), keepdim=True)  # (B, K, 1, 1)
+        out_maps[name] = torch.where(seen, mean, floor)
+    return out_maps
 
 
 @torch.no_grad()
 def predict_heatmaps(
-    model: PoseModel, images: torch.Tensor, use_spatial: bool = True, flip_test: bool = False
+    model: PoseModel,
+    images: torch.Tensor,
+    use_spatial: bool = True,
+    flip_test: bool = False,
+    scales: Sequence[float] = (1.0,),
 ) -> torch.Tensor:
-    """Final heatmaps for a batch of crops, optionally averaged with those of the mirrored crops.
+    """Final heatmaps for a batch of crops: the spatial model's when it ran, else the detector's.
 
-    Shapes: images (B, 3, S, S) in [0, 1] -> (B, K, S/4, S/4) scores (higher is better).
+    Shapes: images (B, 3, S, S) in [0, 1] -> (B, K, S/4, S/4) scores (higher is better). See
+    :func:`predict_heatmap_sets` for flip and multi-scale testing.
     """
-    heatmaps = PoseModel.final(model(images, use_spatial=use_spatial))  # (B, K, H, W)
-    if flip_test:
-        mirrored = PoseModel.final(model(images.flip(-1), use_spatial=use_spatial))  # (B, K, H, W) mirrored
-        heatmaps = 0.5 * (heatmaps + mirrored.flip(-1)[:, list(FLIP_PERMUTATION)])
-    return heatmaps
+    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales)
+    return maps.get(FULL, maps[DETECTOR])
+
+
+def decode_to_original(heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, refine: bool = True) -> Joints:
+    """Decode peaks of (B, K, H, W) heatmaps and map them through (B, 2, 3) crop transforms to original pixels."""
+    coords, scores = decode_heatmaps(heatmaps.float().cpu(), refine=refine)  # (B, K, 2), (B, K)
+    return Joints(heatmap_to_original(coords.double().numpy(), transforms, stride), scores.numpy())
+
+
+@torch.no_grad()
+def predict_crops(
+    model: PoseModel,
+    crops: np.ndarray,
+    transforms: np.ndarray,
+    device: torch.device | str = "cpu",
+    use_spatial: bool = True,
+    flip_test: bool = False,
+    refine: bool = True,
+    scales: Sequence[float] = (1.0,),
+) -> dict[str, Joints]:
+    """Joints of a batch of model-input crops, for the detector alone and (when it ran) the full model.
+
+    Args:
+        model: the pose model (eval mode, on ``device``).
+        crops: (B, S, S, 3) uint8 crops.
+        transforms: (B, 2, 3) original-image -> crop transforms.
+        device: where the model lives.
+        use_spatial: run the spatial model too (if the model has one).
+        flip_test: average with the mirrored crops.
+        refine: sub-pixel peak refinement.
+        scales: multi-scale testing zoom factors.
+
+    Returns:
+        ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran.
+    """
+    images = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales)  # name -> (B, K, H, W)
+    stride = model.config.detector.stride
+    return {name: decode_to_original(m, transforms, stride, refine) for name, m in maps.items()}
+
+
+@torch.no_grad()
+def predict_rows_all(
+    model: PoseModel,
+    h5_path: Path,
+    split: str,
+    rows: np.ndarray,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    use_spatial: bool = True,
+    flip_test: bool = False,
+    refine: bool = True,
+    scales: Sequence[float] = (1.0,),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Joints]:
+    """Predict joints for rows of a split of the HDF5 dataset, detector alone and full model in one pass.
+
+    Args:
+        model: the pose model (on ``device``); it is put in eval mode.
+        h5_path: dataset made by ``cnnmrf preprocess``.
+        split: "train" or "test".
+        rows: (N,) row numbers in the split, any order.
+        batch_size: crops per forward pass (times the number of flip/scale variants).
+        device: where the model lives.
+        use_spatial: run the spatial model too (if the model has one).
+        flip_test: average with the mirrored crops.
+        refine: sub-pixel peak refinement.
+        scales: multi-scale testing zoom factors.
+        on_progress: called with (done, total) after each batch.
+
+    Returns:
+        ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran, in the order of ``rows``.
+    """
+    import h5py
+
+    model.eval()
+    rows = np.asarray(rows, dtype=np.int64)
+    parts: dict[str, list[Joints]] = {}
+    with h5py.File(h5_path, "r") as h5:
+        group = h5[split]
+        for start in range(0, len(rows), batch_size):
+            batch_rows = rows[start : start + batch_size]
+            unique, inverse = np.unique(batch_rows, return_inverse=True)  # h5py needs increasing indices
+            crops = group["images"][unique][inverse]  # (B, S, S, 3) uint8
+            transforms = group["transform"][unique][inverse]  # (B, 2, 3)
+            for name, joints in predict_crops(model, crops, transforms, device, use_spatial, flip_test, refine,
+                                              scales).items():
+                parts.setdefault(name, []).append(joints)
+            if on_progress is not None:
+                on_progress(min(start + batch_size, len(rows)), len(rows))
+    if not parts:  # no rows: empty arrays of the right shape
+        k = model.config.detector.num_joints
+        empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32))
+        return {DETECTOR: empty, **({FULL: empty} if use_spatial and model.spatial is not None else {})}
+    return {name: Joints(np.concatenate([p.joints for p in ps]), np.concatenate([p.scores for p in ps]))
+            for name, ps in parts.items()}
 
 
 @torch.no_grad()
@@ -46,29 +286,13 @@ def predict_rows(
     use_spatial: bool = True,
     flip_test: bool = False,
     refine: bool = True,
+    scales: Sequence[float] = (1.0,),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predict joints for rows of a split of the HDF5 dataset.
+    """Predict joints for rows of a split of the HDF5 dataset with the final model (see :func:`predict_rows_all`).
 
     Returns:
         joints (N, K, 2) in original-image pixels and scores (N, K).
     """
-    import h5py
-
-    model.eval()
-    stride = model.config.detector.stride
-    joints, scores = [], []
-    with h5py.File(h5_path, "r") as h5:
-        group = h5[split]
-        rows = np.asarray(rows)
-        for start in range(0, len(rows), batch_size):
-            batch_rows = rows[start : start + batch_size]
-            order = np.argsort(batch_rows)  # h5py fancy indexing needs increasing indices
-            images_np = np.empty((len(batch_rows), *group["images"].shape[1:]), np.uint8)
-            images_np[order] = group["images"][batch_rows[order]]
-            images = torch.from_numpy(images_np).to(device).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, S, S)
-            heatmaps = predict_heatmaps(model, images, use_spatial, flip_test)  # (B, K, H, W)
-            coords, score = decode_heatmaps(heatmaps.float().cpu(), refine=refine)  # (B, K, 2), (B, K)
-            transforms = group["transform"][np.sort(batch_rows)][np.argsort(order)]  # (B, 2, 3)
-            joints.append(heatmap_to_original(coords.double().numpy(), transforms, stride))
-            scores.append(score.numpy())
-    return np.concatenate(joints), np.concatenate(scores)
+    sets = predict_rows_all(model, h5_path, split, rows, batch_size, device, use_spatial, flip_test, refine, scales)
+    final = sets.get(FULL, sets[DETECTOR])
+    return final.joints, final.scores

@@ -1,0 +1,162 @@
+"""Score a checkpoint on the test split with the FLIC protocol and write metrics.json, predictions.json and pck.png."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnmrf.data.dataset import open_dataset_file
+from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows_all, resolve_device
+from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
+from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
+from cnnmrf.models.pose import PoseModel
+from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+OUTPUT_NAMES: tuple[str, ...] = ("metrics.json", "predictions.json", "pck.png")
+GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "crop_scale", "heatmap_stride")
+LABELS: dict[str, str] = {FULL: "ConvNet + MRF", DETECTOR: "ConvNet alone"}
+
+
+@dataclass
+class EvaluateOptions:
+    """How to run the model on the test crops."""
+
+    use_spatial: bool = True  # run the spatial model when the checkpoint has one (--no-mrf: detector alone)
+    flip_test: bool = False  # average with the mirrored crop
+    scales: tuple[float, ...] = (1.0,)  # multi-scale testing zoom factors about the crop centre
+    refine: bool = True  # sub-pixel peak refinement
+    batch_size: int = 32  # crops per forward pass
+    device: str = "auto"  # auto, cpu or cuda
+    limit: int | None = None  # only the first N test examples
+    force: bool = False  # overwrite existing outputs
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation produced: PCK per model variant ("detector", and "full" with a spatial model)."""
+
+    results: dict[str, PCKResult]
+    headline: str  # key of the main result: "full" when the spatial model ran, else "detector"
+    num_examples: int  # test examples scored
+    observer_centric: bool  # ground-truth convention of the dataset
+    seconds: float
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def result(self) -> PCKResult:
+        """The main result."""
+        return self.results[self.headline]
+
+
+def check_outputs(out: Path, force: bool) -> None:
+    """Refuse to overwrite an earlier evaluation in ``out`` without ``force``.
+
+    Raises:
+        CnnmrfError: ``out`` is a file, or it holds metrics.json, predictions.json or pck.png and not ``force``.
+    """
+    if out.exists() and not out.is_dir():
+        raise CnnmrfError(f"--out {out} is a file; give a folder")
+    existing = [name for name in OUTPUT_NAMES if (out / name).exists()]
+    if existing and not force:
+        raise CnnmrfError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite")
+
+
+def check_geometry(state: dict[str, Any], prep: PreprocessConfig, checkpoint: Path, data: Path) -> None:
+    """The checkpoint must have been trained on crops of the dataset's geometry.
+
+    Raises:
+        CnnmrfError: the checkpoint records no geometry, or its input size, crop scale or stride differ.
+    """
+    trained = state.get("preprocess")
+    if not isinstance(trained, dict) or any(k not in trained for k in GEOMETRY_FIELDS):
+        raise CnnmrfError(f"checkpoint {checkpoint} records no crop geometry (preprocess settings)")
+    theirs = {k: trained[k] for k in GEOMETRY_FIELDS}
+    ours = {k: getattr(prep, k) for k in GEOMETRY_FIELDS}
+    if any(float(theirs[k]) != float(ours[k]) for k in GEOMETRY_FIELDS):
+        def describe(g: dict[str, Any]) -> str:
+            return f"{g['input_size']}px crops at crop scale {g['crop_scale']:g}, stride {g['heatmap_stride']}"
+
+        flags = " ".join(f"--{k.replace('_', '-')} {theirs[k]:g}" for k in GEOMETRY_FIELDS)
+        raise CnnmrfError(f"checkpoint {checkpoint} was trained on {describe(theirs)} but {data} holds "
+                          f"{describe(ours)}; re-run `cnnmrf preprocess` with {flags}")
+
+
+def evaluate_checkpoint(
+    data: Path,
+    checkpoint: Path,
+    out: Path,
+    options: EvaluateOptions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Predict every test example, score PCK in original-image pixels and write the outputs into ``out``.
+
+    Ground truth is the dataset's ``test/joints`` (observer-centric unless preprocessed with --person-centric).
+    When the spatial model runs, the detector alone is scored from the same forward passes. Writes
+    ``predictions.json`` (main model), ``pck.png`` (main model solid, detector alone dashed) and, last,
+    ``metrics.json`` (main result at the top level, plus "detector" and "full" results and the run's settings).
+
+    Args:
+        data: HDF5 dataset from ``cnnmrf preprocess``.
+        checkpoint: model checkpoint.
+        out: output folder (created).
+        options: inference settings.
+        on_progress: called with (done, total) examples.
+
+    Raises:
+        CnnmrfError: existing outputs without ``force``, a missing or foreign dataset or checkpoint, mismatched crop
+            geometry, or an empty test split.
+    """
+    options = options or EvaluateOptions()
+    started = time.perf_counter()
+    data, checkpoint, out = Path(data), Path(checkpoint), Path(out)
+    check_outputs(out, options.force)
+    h5, prep = open_dataset_file(data)
+    with h5:
+        if "test" not in h5 or h5["test"]["images"].shape[0] == 0:
+            raise CnnmrfError(f"{data} has no test examples")
+        group = h5["test"]
+        total = group["images"].shape[0]
+        rows = np.arange(total if options.limit is None else min(options.limit, total))
+        truth = group["joints"][: len(rows)].astype(np.float64)  # (N, K, 2) original pixels
+        indices = group["index"][: len(rows)]  # (N,) FLIC example indices
+        files = [str(f) for f in group["file"].asstr()[: len(rows)]]
+    state = load_checkpoint(checkpoint)
+    check_geometry(state, prep, checkpoint, data)
+    device = resolve_device(options.device)
+    model: PoseModel = model_from_checkpoint(state).to(device).eval()
+
+    sets = predict_rows_all(model, data, "test", rows, batch_size=options.batch_size, device=device,
+                            use_spatial=options.use_spatial, flip_test=options.flip_test, refine=options.refine,
+                            scales=options.scales, on_progress=on_progress)
+    results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}
+    headline = FULL if FULL in results else DETECTOR
+    seconds = time.perf_counter() - started
+
+    out.mkdir(parents=True, exist_ok=True)
+    final = sets[headline]
+    save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
+    other = results[DETECTOR] if headline == FULL else None
+    plot_pck_curves(results[headline], out / "pck.png", label=LABELS[headline], other=other,
+                    other_label=LABELS[DETECTOR])
+    extra = {
+        "headline": headline,
+        **{name: result.to_dict() for name, result in results.items()},
+        "checkpoint": str(checkpoint),
+        "dataset": str(data),
+        "split": "test",
+        "observer_centric": bool(prep.observer_centric),
+        "num_test_examples": int(total),
+        "options": {**asdict(options), "scales": list(options.scales), "spatial_model": model.spatial is not None},
+        "seconds": round(seconds, 2),
+    }
+    save_metrics(out / "metrics.json", results[headline], extra)
+    return Evaluation(results=results, headline=headline, num_examples=len(rows),
+                      observer_centric=bool(prep.observer_centric), seconds=seconds,
+                      files=[out / name for name in OUTPUT_NAMES])

@@ -1,0 +1,25 @@
+"""Where the bundled FLIC-trained weights live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnmrf.errors import CnnmrfError
+
+BUNDLED_NAME = "flic_small.pt"
+
+
+def default_checkpoint() -> Path:
+    """The bundled checkpoint (detector + spatial model trained on FLIC), used when no ``--checkpoint`` is given.
+
+    Returns:
+        Path of ``cnnmrf/weights/flic_small.pt``.
+
+    Raises:
+        CnnmrfError: the file is not there (e.g. a source checkout made before the weights were added).
+    """
+    path = Path(__file__).parent / "weights" / BUNDLED_NAME
+    if not path.is_file():
+        raise CnnmrfError(f"the bundled weights {path} are missing; pass --checkpoint CKPT (e.g. runs/joint/best.pt "
+                          "from `cnnmrf train-joint`)")
+    return path

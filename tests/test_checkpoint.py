@@ -1,0 +1,168 @@
+"""Tests for checkpoints: round trips, atomic writes, and refusal of code-running, truncated or foreign files."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.detector import DETECTOR_PRESETS
+from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
+from cnnmrf.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
+
+
+def tiny_model(with_spatial: bool = True) -> PoseModel:
+    torch.manual_seed(0)
+    detector = DETECTOR_PRESETS["tiny"]()
+    return PoseModel(PoseConfig(detector=detector, spatial=spatial_config_for(detector) if with_spatial else None))
+
+
+def model_state(model: PoseModel) -> dict[str, Any]:
+    return {"model_config": model.config.to_dict(), "model": model.state_dict(), "joint_names": list(JOINT_NAMES),
+            "epoch": 2, "best_pck": 41.5, "history": [{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}],
+            "rng": {"torch": torch.get_rng_state()}}
+
+
+class MarkerWriter:
+    """Unpickling this object opens (creates) a marker file: stands in for any code a tampered checkpoint runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.parametrize("with_spatial", [True, False])
+def test_round_trip(tmp_path: Path, with_spatial: bool) -> None:
+    model = tiny_model(with_spatial)
+    with torch.no_grad():  # make the BatchNorm buffers non-default so they are checked too
+        model.detector.head[0][1].running_mean.uniform_()
+    path = tmp_path / "run" / "last.pt"  # the folder is created
+    original = model_state(model)
+    save_checkpoint(path, original)
+    state = load_checkpoint(path)
+    assert state["format"] == CHECKPOINT_FORMAT
+    assert state["epoch"] == 2 and state["best_pck"] == 41.5 and state["joint_names"] == list(JOINT_NAMES)
+    assert state["history"] == [{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}]
+    assert torch.equal(state["rng"]["torch"], original["rng"]["torch"])
+    assert set(state["model"]) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(state["model"][name], tensor), name
+    rebuilt = model_from_checkpoint(state)
+    assert rebuilt.config == model.config
+    assert (rebuilt.spatial is not None) == with_spatial
+    image = torch.rand(2, 3, 64, 64)
+    model.eval()
+    rebuilt.eval()
+    with torch.no_grad():
+        for key, value in model(image).items():
+            assert torch.equal(rebuilt(image)[key], value), key
+
+
+def test_map_location(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c.pt", model_state(tiny_model()))
+    state = load_checkpoint(tmp_path / "c.pt", map_location="cpu")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+
+
+def test_code_running_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {}, "payload": MarkerWriter(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(CnnmrfError, match="refusing to load"):
+        load_checkpoint(path)
+    assert not marker.exists(), "loading the checkpoint ran code from it"
+    # Control: an unrestricted unpickler does run the payload, so the refusal above is what protected us.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_plain_pickle_file_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"format": CHECKPOINT_FORMAT, "x": MarkerWriter(marker)}, protocol=2))
+    with pytest.raises(CnnmrfError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model_state(tiny_model()))
+    data = good.read_bytes()
+    for cut in (len(data) // 2, len(data) - 100, 10):
+        bad = tmp_path / f"cut{cut}.pt"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CnnmrfError, match="not a readable checkpoint"):
+            load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"", b"PK\x03\x04 not really a zip"])
+def test_garbage_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(content)
+    with pytest.raises(CnnmrfError):
+        load_checkpoint(path)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CnnmrfError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    with pytest.raises(CnnmrfError, match="does not exist"):
+        load_checkpoint(tmp_path)  # a folder is not a checkpoint
+
+
+@pytest.mark.parametrize("payload", [{"model": {}}, {"format": "someone-else-v3"}, [1, 2, 3], torch.zeros(3)])
+def test_foreign_torch_file_is_refused(tmp_path: Path, payload: Any) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(payload, path)
+    with pytest.raises(CnnmrfError, match="not a cnnmrf checkpoint"):
+        load_checkpoint(path)
+
+
+def test_model_from_inconsistent_checkpoint(tmp_path: Path) -> None:
+    state = model_state(tiny_model())
+    wrong_joints = {**state, "joint_names": list(reversed(JOINT_NAMES))}
+    with pytest.raises(CnnmrfError, match="joints"):
+        model_from_checkpoint(wrong_joints)
+    other = PoseModel(PoseConfig(detector=DETECTOR_PRESETS["small"]()))
+    with pytest.raises(CnnmrfError, match="does not match"):
+        model_from_checkpoint({**state, "model": other.state_dict()})
+    with pytest.raises(CnnmrfError, match="does not match"):
+        model_from_checkpoint({k: v for k, v in state.items() if k != "model_config"})
+
+
+def test_atomic_write_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model_state(tiny_model()))
+    save_checkpoint(path, {**model_state(tiny_model()), "epoch": 3})  # overwriting too
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, model_state(tiny_model()))
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        real_save(obj, f, *args, **kwargs)
+        Path(f).write_bytes(Path(f).read_bytes()[:100])  # a partial file, then the "crash"
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {**model_state(tiny_model()), "epoch": 9})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 2
