@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,12 +105,21 @@ def test_truncated_file_is_refused(tmp_path: Path) -> None:
             load_checkpoint(bad)
 
 
-@pytest.mark.parametrize("content", [os.urandom(4096), b"", b"PK\x03\x04 not really a zip"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", b"\x80\x02}q\x00."])
 def test_garbage_file_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(content)
     with pytest.raises(CnnmrfError):
         load_checkpoint(path)
+
+
+def test_random_bytes_are_refused(tmp_path: Path) -> None:
+    """Random bytes make the unpickler fail in many ways (EOFError, IndexError, KeyError...): all become one error."""
+    path = tmp_path / "random.pt"
+    for seed in range(40):  # seeds 0-39 include files that raise IndexError and KeyError inside torch.load
+        path.write_bytes(np.random.default_rng(seed).bytes(4096))
+        with pytest.raises(CnnmrfError, match="random.pt"):
+            load_checkpoint(path)
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:

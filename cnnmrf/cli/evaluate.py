@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cnnmrf.cli.options import DataPath
+from cnnmrf.cli.console import console
+from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force
+from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
+from cnnmrf.evaluation.inference import parse_scales
+from cnnmrf.evaluation.report import pck_table
+from cnnmrf.weights import default_checkpoint
 
 
-def evaluate(data: DataPath) -> None:
-    """Score a checkpoint on the test split (not implemented yet)."""
-    raise typer.Exit(2)
+def evaluate(
+    data: DataPath,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.json, predictions.json and pck.png.",
+                                      show_default=False)],
+    checkpoint: CheckpointOpt = None,
+    no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
+    flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
+    scales: Annotated[str, typer.Option(help="Multi-scale testing zooms about the crop centre, e.g. 1.0,0.8,1.2; "
+                                        "score maps are averaged.")] = "1.0",
+    no_refine: Annotated[bool, typer.Option("--no-refine", help="No sub-pixel peak refinement.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
+    device: Device = "auto",
+    limit: Annotated[int | None, typer.Option(help="Only the first N test examples (quick looks).", min=1)] = None,
+    force: Force = False,
+) -> None:
+    """Score a checkpoint on the test split: PCK at r = 0.05..0.2 and the 0.01..0.5 curve, in original pixels."""
+    options = EvaluateOptions(use_spatial=not no_mrf, flip_test=flip_test, scales=parse_scales(scales),
+                              refine=not no_refine, batch_size=batch_size, device=device, limit=limit, force=force)
+    checkpoint = checkpoint or default_checkpoint()
+    columns = (TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("evaluate", total=None)
+        evaluation = evaluate_checkpoint(data, checkpoint, out, options,
+                                         on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                                          total=total))
+    convention = "observer-centric" if evaluation.observer_centric else "person-centric"
+    console.print(f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
+                  f"{convention} (as stored in the dataset)")
+    for name, result in evaluation.results.items():
+        console.print(pck_table(result, title=f"test PCK (%), {LABELS[name]}"))
+    files = ", ".join(str(f) for f in evaluation.files)
+    console.print(f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "
+                  f"wrote {files} in {evaluation.seconds:.1f} s")

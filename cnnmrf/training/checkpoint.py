@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CnnmrfError(f"refusing to load {path}: it holds objects other than weights ({first[:160]})") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # garbage bytes fail in many ways: EOFError, BadZipFile, IndexError, KeyError, ...
         raise CnnmrfError(f"{path} is not a readable checkpoint (truncated or corrupt?): {str(err)[:160]}") from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CnnmrfError(f"{path} is not a cnnmrf checkpoint")

@@ -1,0 +1,129 @@
+"""Tests for `cnnmrf evaluate`: outputs, re-scoring, refusal to overwrite, switches and one-line failures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from test_inference import write_tiny_checkpoint
+from typer.testing import CliRunner, Result
+
+from cnnmrf.cli.app import app
+from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
+from cnnmrf.evaluation.report import load_predictions
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny detector + spatial model checkpoint with the geometry of ``tiny_h5``."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
+
+
+def test_evaluate_writes_metrics_plot_and_predictions(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = invoke("evaluate", tiny_h5, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "observer-centric" in result.output and "r=0.2" in result.output
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("pck", "groups", "curve", "num_examples", "detector", "full", "headline", "checkpoint", "dataset",
+                "options", "num_test_examples", "seconds", "observer_centric"):
+        assert key in metrics, key
+    assert metrics["headline"] == "full" and metrics["observer_centric"] is True
+    assert metrics["pck"] == metrics["full"]["pck"] and metrics["detector"]["num_examples"] == 4
+    assert len(metrics["curve"]["thresholds"]) == 50
+    assert (out / "pck.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    indices, files, joints, scores = load_predictions(out / "predictions.json")
+    with h5py.File(tiny_h5, "r") as h5:
+        test = h5["test"]
+        assert indices.tolist() == test["index"][:].tolist()
+        assert files == list(test["file"].asstr()[:])
+        truth = test["joints"][:]
+    assert joints.shape == (4, 10, 2) and np.isfinite(scores).all()
+    rescored = evaluate_pck(joints, truth).to_dict()
+    assert rescored["pck"] == metrics["pck"] and rescored["groups"] == metrics["groups"]
+    assert PCKResult.from_dict(metrics).num_examples == 4
+
+
+def test_evaluate_refuses_to_overwrite_without_force(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    result = invoke("evaluate", tiny_h5, "--checkpoint", checkpoint, "--out", out, "--limit", "1")
+    assert_one_line_error(result, "--force")
+    assert (out / "metrics.json").read_text() == "{}"
+    result = invoke("evaluate", tiny_h5, "--checkpoint", checkpoint, "--out", out, "--limit", "1", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["num_examples"] == 1
+
+
+def test_evaluate_switches(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--no-refine")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["headline"] == "detector" and "full" not in metrics
+    assert metrics["options"]["use_spatial"] is False and metrics["options"]["refine"] is False
+
+    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "b", "--flip-test", "--scales",
+                    "1.0,0.8,1.2", "--batch-size", "3", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["options"]["flip_test"] is True and metrics["options"]["scales"] == [1.0, 0.8, 1.2]
+    assert metrics["num_examples"] == 3 and metrics["num_test_examples"] == 4
+    assert len(json.loads((tmp_path / "b" / "predictions.json").read_text())["examples"]) == 3
+
+
+def test_evaluate_rejects_a_checkpoint_of_another_geometry(tiny_h5: Path, tiny_config: PreprocessConfig,
+                                                           tmp_path: Path) -> None:
+    other = write_tiny_checkpoint(tmp_path / "other.pt", replace(tiny_config, crop_scale=2.5))
+    line = assert_one_line_error(invoke("evaluate", tiny_h5, "-c", other, "--out", tmp_path / "e"),
+                                 "re-run", "preprocess", "--crop-scale 2.5")
+    assert "64px" in line
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_evaluate_bad_inputs(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+    assert_one_line_error(invoke("evaluate", tmp_path / "nope.h5", "-c", checkpoint, "--out", tmp_path / "e"),
+                          "does not exist")
+    text_file = tmp_path / "fake.h5"
+    text_file.write_text("not hdf5")
+    assert_one_line_error(invoke("evaluate", text_file, "-c", checkpoint, "--out", tmp_path / "e"), "HDF5")
+    assert_one_line_error(invoke("evaluate", tiny_h5, "-c", tmp_path / "missing.pt", "--out", tmp_path / "e"),
+                          "does not exist")
+    assert_one_line_error(invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "e", "--scales", "x"),
+                          "--scales")
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missing(tiny_h5: Path,
+                                                                                  tmp_path: Path) -> None:
+    from cnnmrf.weights import default_checkpoint
+
+    try:
+        default_checkpoint()
+    except Exception:  # noqa: BLE001 - the expected CnnmrfError
+        assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
+    else:
+        pytest.skip("bundled weights present (their geometry may differ from the tiny dataset)")

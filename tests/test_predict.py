@@ -1,0 +1,252 @@
+"""Tests for `cnnmrf predict`: inputs (files, folders, globs), box and person search, outputs and bad images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from fixtures import draw_image, tiny_annotations
+from PIL import Image
+from test_inference import write_tiny_checkpoint
+from typer.testing import CliRunner, Result
+
+from cnnmrf.cli.app import app
+from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation.inference import predict_rows
+from cnnmrf.evaluation.predict import (
+    SIDE_COLOURS,
+    PosePredictor,
+    check_box,
+    draw_pose,
+    expand_inputs,
+    find_person,
+    output_stems,
+    parse_box,
+)
+from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.detector import DetectorConfig
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BOX = "70,45,90,75"  # torso box of the person in tiny image 1 (centre (80, 60), height 30)
+BUNDLED = Path(__file__).resolve().parents[1] / "cnnmrf" / "weights" / "flic_small.pt"
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
+
+
+@pytest.fixture(scope="module")
+def person() -> Image.Image:
+    """A 160x120 synthetic photo of one stick-figure person (tiny FLIC image 1)."""
+    return draw_image(1, tiny_annotations(), np.random.default_rng(7))
+
+
+def read_outputs(out: Path, stem: str, size: tuple[int, int]) -> dict:
+    """The JSON written for ``stem``, after checking it and its drawn PNG."""
+    data = json.loads((out / f"{stem}.json").read_text())
+    assert list(data["joints"]) == list(JOINT_NAMES) and list(data["scores"]) == list(JOINT_NAMES)
+    joints = np.array(list(data["joints"].values()))  # (10, 2)
+    assert joints.shape == (10, 2) and np.isfinite(joints).all()
+    assert (joints >= 0).all() and (joints <= np.array(size) - 1).all()
+    png = out / f"{stem}_pose.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(png) as drawn:
+        assert drawn.size == size
+    return data
+
+
+def test_predict_files_folders_and_globs_with_a_box(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "many").mkdir()
+    (tmp_path / "globbed").mkdir()
+    person.save(tmp_path / "one" / "a.jpg")
+    person.save(tmp_path / "many" / "b.png")
+    person.save(tmp_path / "many" / "c.jpg")
+    (tmp_path / "many" / "notes.txt").write_text("not an image, not picked from a folder")
+    person.save(tmp_path / "globbed" / "d.jpg")
+    out = tmp_path / "out"
+    result = invoke("predict", tmp_path / "one" / "a.jpg", tmp_path / "many", f"{tmp_path}/globbed/*.jpg",
+                    "-c", checkpoint, "--box", BOX, "--out", out)
+    assert result.exit_code == 0, result.output
+    for stem in "abcd":
+        data = read_outputs(out, stem, person.size)
+        assert data["box_source"] == "given" and data["box"] == [70, 45, 90, 75]
+        assert data["file"].endswith(f"{stem}.jpg") or data["file"].endswith(f"{stem}.png")
+    assert "lwri" in result.output and "4 image(s) done, 0 failed" in " ".join(result.output.split())
+
+
+def test_predict_searches_for_the_person_without_a_box(person: Image.Image, checkpoint: Path,
+                                                       tmp_path: Path) -> None:
+    person.save(tmp_path / "p.jpg")
+    result = invoke("predict", tmp_path / "p.jpg", "-c", checkpoint, "--out", tmp_path / "out", "--no-mrf")
+    assert result.exit_code == 0, result.output
+    data = read_outputs(tmp_path / "out", "p", person.size)
+    assert data["box_source"] == "search" and isinstance(data["search_score"], float)
+    x1, y1, x2, y2 = data["box"]
+    assert x2 > x1 and y2 > y1 and 0 <= (x1 + x2) / 2 <= 160 and 0 <= (y1 + y2) / 2 <= 120
+
+
+def test_predict_json_lines(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
+    person.save(tmp_path / "a.jpg")
+    person.convert("L").save(tmp_path / "grey.png")
+    person.convert("RGBA").save(tmp_path / "rgba.png")
+    result = invoke("predict", tmp_path, "-c", checkpoint, "--json", "--out", tmp_path / "out", "--flip-test")
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [Path(d["file"]).name for d in docs] == ["a.jpg", "grey.png", "rgba.png"]
+    for doc in docs:
+        assert doc["box_source"] == "search" and len(doc["joints"]) == 10 and doc["image_size"] == [160, 120]
+        assert doc == json.loads((tmp_path / "out" / f"{Path(doc['file']).stem}.json").read_text())
+
+
+def test_predict_bad_images_fail_one_by_one(person: Image.Image, checkpoint: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    person.save(tmp_path / "good.jpg")
+    (tmp_path / "x.jpg").write_text("this is text, not a JPEG")
+    data = (tmp_path / "good.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (200, 150)).save(tmp_path / "huge.png")
+    monkeypatch.setattr("cnnmrf.data.images.MAX_PIXELS", 160 * 120)
+    files = [tmp_path / n for n in ("missing.jpg", "x.jpg", "good.jpg", "cut.jpg", "huge.png")]
+    result = invoke("predict", *files, "-c", checkpoint, "--box", BOX, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("error:") for line in lines), result.stderr
+    for name, line in zip(("missing.jpg", "x.jpg", "cut.jpg", "huge.png"), lines):
+        assert name in line
+    assert "no such file" in lines[0] and "pixel limit" in lines[3]
+    read_outputs(tmp_path / "out", "good", person.size)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good_pose.png"]
+
+
+def test_predict_box_errors(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
+    person.save(tmp_path / "a.jpg")
+    for bad in ("1,2,3", "a,b,c,d", "10,10,5,20", "1,2,3,nan"):
+        result = invoke("predict", tmp_path / "a.jpg", "-c", checkpoint, "--box", bad, "--out", tmp_path / "o")
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and "--box" in result.stderr
+    result = invoke("predict", tmp_path / "a.jpg", "-c", checkpoint, "--box", "500,500,520,530", "-o", tmp_path / "o")
+    assert result.exit_code == 1 and "outside the 160x120 image" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_refuses_to_overwrite_and_separates_equal_stems(person: Image.Image, checkpoint: Path,
+                                                                tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    person.save(tmp_path / "a.jpg")
+    person.save(tmp_path / "x" / "a.png")
+    out = tmp_path / "out"
+    args = ["predict", tmp_path / "a.jpg", tmp_path / "x" / "a.png", "-c", checkpoint, "--box", BOX, "--out", out]
+    assert invoke(*args).exit_code == 0
+    assert {p.name for p in out.iterdir()} == {"a.json", "a_pose.png", "a-2.json", "a-2_pose.png"}
+    result = invoke(*args)
+    assert result.exit_code == 1 and "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 2
+    assert invoke(*args, "--force").exit_code == 0
+
+
+def test_predict_missing_checkpoint_is_one_line(person: Image.Image, tmp_path: Path) -> None:
+    person.save(tmp_path / "a.jpg")
+    result = invoke("predict", tmp_path / "a.jpg", "-c", tmp_path / "none.pt")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
+
+
+def test_predict_with_the_torso_box_matches_dataset_inference(tiny_flic: Path, tiny_h5: Path,
+                                                                checkpoint: Path) -> None:
+    """A FLIC image with its torsobox gives the crop preprocess stored, hence evaluate's predictions."""
+    predictor = PosePredictor.from_checkpoint(checkpoint, "cpu")
+    with h5py.File(tiny_h5, "r") as h5:
+        files = list(h5["test"]["file"].asstr()[:])
+        boxes = h5["test"]["torsobox"][:].astype(np.float64)
+    expected, _ = predict_rows(predictor.model, tiny_h5, "test", np.arange(len(files)))
+    for file, box, joints in zip(files, boxes, expected):
+        prediction, image = predictor.predict_file(tiny_flic / "images" / file, box)
+        assert prediction.box_source == "given" and image.size == (160, 120)
+        np.testing.assert_allclose(prediction.joints, np.clip(joints, 0, [159, 119]), atol=0.05)
+
+
+# ---- library ----------------------------------------------------------------------------------------------------
+
+
+class BlobDetector(torch.nn.Module):
+    """Stand-in detector: the torso logit is the 4x4-cell mean of red minus green; other joints score 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = DetectorConfig(input_size=64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torso = F.avg_pool2d(x[:, :1] - x[:, 1:2], 4)  # (B, 1, H/4, W/4)
+        return torch.cat([torch.zeros_like(torso).expand(-1, 9, -1, -1), torso], dim=1)  # (B, 10, H/4, W/4)
+
+
+@pytest.mark.parametrize("decode_factor", [1.0, 2.0])
+def test_find_person_maps_the_torso_peak_back_to_original_pixels(decode_factor: float) -> None:
+    step = int(decode_factor)
+    yy, xx = np.mgrid[0:300:step, 0:400:step] + (decode_factor - 1) / 2  # decoded pixel centres, original pixels
+    blob = np.exp(-((xx - 260) ** 2 + (yy - 120) ** 2) / (2 * 20.0**2))  # red blob centred at (260, 120)
+    pixels = np.stack([90 + 160 * blob, 90 - 80 * blob, 90 - 80 * blob], axis=-1).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    hypothesis = find_person(BlobDetector(), image, torso_px=64 / 3, decode_factor=decode_factor)
+    cx, cy = (hypothesis.box[0] + hypothesis.box[2]) / 2, (hypothesis.box[1] + hypothesis.box[3]) / 2
+    assert abs(cx - 260) < 1.5 and abs(cy - 120) < 1.5
+    height = hypothesis.box[3] - hypothesis.box[1]
+    assert 0.2 * 300 * 0.95 <= height <= 0.8 * 300 * 1.05
+    np.testing.assert_allclose(hypothesis.box[2] - hypothesis.box[0], height * 2 / 3)
+
+
+def test_parse_and_check_box() -> None:
+    np.testing.assert_array_equal(parse_box("1,2.5,30,40"), [1, 2.5, 30, 40])
+    for bad in ("1,2,3", "", "1,2,3,4,5", "x,1,2,3", "5,5,1,9"):
+        with pytest.raises(CnnmrfError):
+            parse_box(bad)
+    check_box(np.array([-10.0, -10.0, 20.0, 30.0]), (100, 80))  # partly outside is fine
+    with pytest.raises(CnnmrfError, match="outside"):
+        check_box(np.array([150.0, 10.0, 170.0, 40.0]), (100, 80))
+
+
+def test_expand_inputs_and_stems(tmp_path: Path) -> None:
+    for name in ("b.jpg", "a.PNG", "a_pose.png", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    paths, problems = expand_inputs([str(tmp_path), str(tmp_path / "b.jpg"), str(tmp_path / "z*.jpg"),
+                                     str(tmp_path / "empty"), "missing.jpg"], skip_dir=tmp_path)
+    assert [p.name for p in paths] == ["a.PNG", "b.jpg", "missing.jpg"]
+    assert len(problems) == 2 and "matches" in problems[0] and "no images" in problems[1]
+    assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.gif")]) == ["a", "a-2", "b", "a-3"]
+
+
+def test_draw_pose_colours_limbs_by_side() -> None:
+    image = Image.new("RGB", (200, 200))
+    joints = np.array([[130, 60], [150, 100], [160, 140], [70, 60], [50, 100], [40, 140], [120, 150], [80, 150],
+                       [100, 30], [100, 100]], dtype=np.float64)
+    drawn = np.asarray(draw_pose(image, joints))
+    assert drawn.shape == (200, 200, 3) and not np.asarray(image).any()
+    assert tuple(drawn[80, 140]) == SIDE_COLOURS["left"]  # middle of lsho-lelb
+    assert tuple(drawn[80, 60]) == SIDE_COLOURS["right"]  # middle of rsho-relb
+    assert tuple(drawn[65, 100]) == SIDE_COLOURS["centre"]  # nose-torso line
+
+
+@pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled weights cnnmrf/weights/flic_small.pt not built yet")
+def test_bundled_weights_on_the_astronaut(tmp_path: Path) -> None:
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    result = invoke("predict", tmp_path / "astronaut.png", "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    joints = np.array(list(doc["joints"].values()))  # (10, 2)
+    assert joints.shape == (10, 2) and (joints >= 0).all() and (joints <= 511).all()
+    assert doc["joints"]["nose"][1] < doc["joints"]["torso"][1]  # head above the torso
+    assert 100 <= doc["joints"]["nose"][0] <= 350
