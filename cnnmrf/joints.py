@@ -15,5 +15,5 @@ ARM_PAIRS: tuple[tuple[int, int], ...] = ((0, 3), (1, 4), (2, 5))
 # PCK normaliser: distance between the ground-truth left shoulder and right hip.
 NORM_PAIR: tuple[int, int] = (0, 7)
 
-# Limbs drawn by `predict` (joint index pairs); "left" limbs are those touching a left joint.
+# Limbs drawn by `predict` (joint index pairs); limbs joining two left (right) joints are drawn as left (right).
 SKELETON: tuple[tuple[int, int], ...] = ((0, 1), (1, 2), (3, 4), (4, 5), (0, 3), (0, 6), (3, 7), (6, 7), (8, 9))

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.io
+import torch
 from PIL import Image, ImageDraw
 
 from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
+from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.detector import DETECTOR_PRESETS
+from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
+from cnnmrf.training.checkpoint import save_checkpoint
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 160, 120
 SEED = 1234
@@ -185,3 +190,24 @@ def expected_labels(observer: bool = True) -> np.ndarray:
         names = ("lsho", "lelb", "lwri", "rsho", "relb", "rwri", "lhip", "rhip", "nose")
         out.append(np.stack([joint[n] for n in names] + [torso]))
     return np.stack(out)
+
+
+def tiny_model(input_size: int = 64, spatial: bool = True, seed: int = 0) -> PoseModel:
+    """A randomly initialised tiny pose model in eval mode (BatchNorm statistics perturbed so it is not trivial)."""
+    torch.manual_seed(seed)
+    detector = DETECTOR_PRESETS["tiny"]()
+    detector.input_size = input_size
+    model = PoseModel(PoseConfig(detector, spatial_config_for(detector) if spatial else None))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def write_tiny_checkpoint(path: Path, prep: PreprocessConfig, spatial: bool = True, seed: int = 0) -> Path:
+    """Save a tiny model for ``prep``'s geometry as a checkpoint with the keys evaluate and predict need."""
+    model = tiny_model(prep.input_size, spatial, seed)
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "preprocess": asdict(prep),
+                           "joint_names": list(JOINT_NAMES), "train_config": {}, "model": model.state_dict()})
+    return path

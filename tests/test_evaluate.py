@@ -9,13 +9,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_inference import write_tiny_checkpoint
+from fixtures import write_tiny_checkpoint
 from typer.testing import CliRunner, Result
 
 from cnnmrf.cli.app import app
 from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions
+from cnnmrf.weights import default_checkpoint
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -119,11 +121,9 @@ def test_evaluate_bad_inputs(tiny_h5: Path, checkpoint: Path, tmp_path: Path) ->
 
 def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missing(tiny_h5: Path,
                                                                                   tmp_path: Path) -> None:
-    from cnnmrf.weights import default_checkpoint
-
     try:
         default_checkpoint()
-    except Exception:  # noqa: BLE001 - the expected CnnmrfError
+    except CnnmrfError:
         assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
     else:
         pytest.skip("bundled weights present (their geometry may differ from the tiny dataset)")

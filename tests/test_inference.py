@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from fixtures import tiny_model
 from PIL import Image
 
 from cnnmrf.data.geometry import (
@@ -21,7 +21,6 @@ from cnnmrf.data.geometry import (
     pil_affine_data,
 )
 from cnnmrf.data.heatmaps import decode_heatmaps, encode_heatmaps
-from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import (
     DETECTOR,
@@ -36,33 +35,9 @@ from cnnmrf.evaluation.inference import (
     unzoom_heatmaps,
     zoom_images,
 )
-from cnnmrf.joints import FLIP_PERMUTATION, JOINT_NAMES
-from cnnmrf.models.detector import DETECTOR_PRESETS
-from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
-from cnnmrf.training.checkpoint import save_checkpoint
+from cnnmrf.joints import FLIP_PERMUTATION
 
 PERM = list(FLIP_PERMUTATION)
-
-
-def tiny_model(input_size: int = 64, spatial: bool = True, seed: int = 0) -> PoseModel:
-    """A randomly initialised tiny pose model in eval mode (BatchNorm statistics perturbed so it is not trivial)."""
-    torch.manual_seed(seed)
-    detector = DETECTOR_PRESETS["tiny"]()
-    detector.input_size = input_size
-    model = PoseModel(PoseConfig(detector, spatial_config_for(detector) if spatial else None))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
-
-
-def write_tiny_checkpoint(path: Path, prep: PreprocessConfig, spatial: bool = True, seed: int = 0) -> Path:
-    """Save a tiny model for ``prep``'s geometry as a checkpoint with the keys evaluate and predict need."""
-    model = tiny_model(prep.input_size, spatial, seed)
-    save_checkpoint(path, {"model_config": model.config.to_dict(), "preprocess": asdict(prep),
-                           "joint_names": list(JOINT_NAMES), "train_config": {}, "model": model.state_dict()})
-    return path
 
 
 def test_heatmap_to_original_inverts_the_crop_transform_exactly() -> None:

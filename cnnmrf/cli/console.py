@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cnnmrf.errors import CnnmrfError
 
@@ -18,7 +19,7 @@ debug_mode = {"on": False}  # set by the --debug flag of the top-level callback
 
 def fail(message: str) -> None:
     """Print a one-line error to stderr (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:

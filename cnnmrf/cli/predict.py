@@ -49,13 +49,13 @@ def predict(
                                               flip_test=flip_test)
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:
-        fail(escape(problem))
+        fail(problem)
     failed, done = len(problems), 0
     for path, stem in zip(paths, output_stems(paths)):
         try:
             prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
         except CnnmrfError as err:
-            fail(escape(f"{path}: {err}"))
+            fail(f"{path}: {err}")
             failed += 1
             continue
         done += 1
