@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic  # tests/ is on sys.path (rootdir)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # make `fixtures` importable whatever the import mode
-from fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic  # noqa: E402
+from cnnmrf.data.preprocess import PreprocessConfig
 
-from cnnmrf.data.preprocess import PreprocessConfig  # noqa: E402
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -16,15 +15,6 @@ from cnnmrf.models.spatial import SpatialConfig
 # Input side used for each preset's shape check: the preset's own size, except `paper` (256 px, wide layers),
 # which is checked on 64 px crops to stay cheap (the layers do not depend on the input size).
 SHAPE_SIDE = {"small": 128, "paper": 64, "tiny": 64}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small tensors gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_config(**overrides: object) -> DetectorConfig:

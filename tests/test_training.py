@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,15 +35,6 @@ CHECKPOINT_KEYS = {"format", "model_config", "preprocess", "joint_names", "train
                    "scheduler", "epoch", "best_pck", "history", "rng"}
 METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction"}
 PCK_GROUPS = {"wrist", "elbow", "shoulder", "hip", "mean"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two threads can be 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**overrides: Any) -> TrainConfig:
