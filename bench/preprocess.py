@@ -15,8 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without installing the package
-from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic  # noqa: E402
+from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FLIC = REPO.parent / "shared" / "flic" / "FLIC"

@@ -9,7 +9,6 @@ import argparse
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +23,6 @@ from cnnmrf.training.config import TrainConfig
 from cnnmrf.training.loop import _optimizer, _stage_loss
 
 FLIC_TRAIN_EXAMPLES = 3987  # FLIC's training split, the size of one epoch
-
-
-def synthetic_dataset(folder: Path) -> Path:
-    """Build the tests' tiny FLIC-format dataset and its HDF5 file in ``folder``; returns the HDF5 path."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from fixtures import build_tiny_h5, write_tiny_flic  # only needed for the fallback
-
-    return build_tiny_h5(write_tiny_flic(folder / "FLIC"), folder / "flic.h5", command="bench/train.py synthetic")
 
 
 def peak_rss_mb(who: int) -> float:
@@ -58,45 +49,43 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if not data.is_file():
-            print(f"{data} not found: using the tiny synthetic dataset (64 px crops)")
-            data = synthetic_dataset(Path(tmp))
-        h5, prep = open_dataset_file(data)
-        h5.close()
+    data = args.data
+    if not data.is_file():
+        sys.exit(f"{data} not found: make it with `cnnmrf preprocess path/to/FLIC --out {data}`")
+    h5, prep = open_dataset_file(data)
+    h5.close()
 
-        config = TrainConfig(preset=args.preset, batch_size=args.batch, workers=args.workers, device="cpu")
-        detector = DETECTOR_PRESETS[args.preset]()
-        detector.input_size = prep.input_size
-        model = PoseModel(PoseConfig(detector=detector)).train()
-        optimizer = _optimizer(config, model)
-        loss_fn = LOSSES[config.loss]
-        trainable = [p for p in model.parameters() if p.requires_grad]
+    config = TrainConfig(preset=args.preset, batch_size=args.batch, workers=args.workers, device="cpu")
+    detector = DETECTOR_PRESETS[args.preset]()
+    detector.input_size = prep.input_size
+    model = PoseModel(PoseConfig(detector=detector)).train()
+    optimizer = _optimizer(config, model)
+    loss_fn = LOSSES[config.loss]
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
-        dataset = FlicDataset(data, "train", augment=AugmentConfig(), seed=0)
-        needed = (args.warmup + args.steps) * args.batch
-        sampler = RandomSampler(dataset, replacement=len(dataset) < needed, num_samples=needed,
-                                generator=torch.Generator().manual_seed(0))
-        loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
-                            drop_last=True)
-        iterator = iter(loader)
-        wait = total = 0.0
-        for step in range(args.warmup + args.steps):
-            started = time.perf_counter()
-            batch = next(iterator)
-            fetched = time.perf_counter()
-            out = model(batch["image"])
-            loss = _stage_loss(config, loss_fn, out, batch["heatmaps"], batch["visible"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            if step >= args.warmup:
-                wait += fetched - started
-                total += time.perf_counter() - started
-        del iterator  # shuts the workers down, so their peak memory is counted in RUSAGE_CHILDREN
-        main_rss, worker_rss = peak_rss_mb(resource.RUSAGE_SELF), peak_rss_mb(resource.RUSAGE_CHILDREN)
+    dataset = FlicDataset(data, "train", augment=AugmentConfig(), seed=0)
+    needed = (args.warmup + args.steps) * args.batch
+    sampler = RandomSampler(dataset, replacement=len(dataset) < needed, num_samples=needed,
+                            generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
+                        drop_last=True)
+    iterator = iter(loader)
+    wait = total = 0.0
+    for step in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        batch = next(iterator)
+        fetched = time.perf_counter()
+        out = model(batch["image"])
+        loss = _stage_loss(config, loss_fn, out, batch["heatmaps"], batch["visible"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        if step >= args.warmup:
+            wait += fetched - started
+            total += time.perf_counter() - started
+    del iterator  # shuts the workers down, so their peak memory is counted in RUSAGE_CHILDREN
+    main_rss, worker_rss = peak_rss_mb(resource.RUSAGE_SELF), peak_rss_mb(resource.RUSAGE_CHILDREN)
 
     images_per_s = args.steps * args.batch / total
     wait_fraction = wait / total
