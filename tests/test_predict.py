@@ -21,6 +21,7 @@ from cnnmrf.evaluation.inference import predict_rows
 from cnnmrf.evaluation.predict import (
     SIDE_COLOURS,
     PosePredictor,
+    box_from_joints,
     check_box,
     draw_pose,
     expand_inputs,
@@ -249,3 +250,19 @@ def test_bundled_weights_on_the_astronaut(tmp_path: Path) -> None:
     assert joints.shape == (10, 2) and (joints >= 0).all() and (joints <= 511).all()
     assert doc["joints"]["nose"][1] < doc["joints"]["torso"][1]  # head above the torso
     assert 100 <= doc["joints"]["nose"][0] <= 350
+
+
+def test_box_from_joints_fits_the_predicted_torso_and_stays_in_bounds() -> None:
+    joints = np.zeros((len(JOINT_NAMES), 2))
+    names = {n: i for i, n in enumerate(JOINT_NAMES)}
+    joints[[names["lsho"], names["rsho"]]] = [(120, 100), (80, 100)]  # shoulders' midpoint (100, 100)
+    joints[[names["lhip"], names["rhip"]]] = [(115, 190), (85, 190)]  # hips' midpoint (100, 190): 90 px below
+    joints[names["torso"]] = (100, 145)
+    box = box_from_joints(joints, np.array([0.0, 0.0, 60.0, 90.0]), (400, 300))
+    np.testing.assert_allclose(box, [70, 100, 130, 190])  # 90 tall, 60 wide, centred on the torso joint
+    # the height change is capped at 1.5x of the previous box, and the centre is kept inside the image
+    small = box_from_joints(joints, np.array([0.0, 0.0, 20.0, 30.0]), (400, 300))
+    assert small[3] - small[1] == pytest.approx(45.0)
+    joints[names["torso"]] = (-50, 500)
+    outside = box_from_joints(joints, np.array([0.0, 0.0, 60.0, 90.0]), (400, 300))
+    assert ((outside[0] + outside[2]) / 2, (outside[1] + outside[3]) / 2) == pytest.approx((0.0, 299.0))

@@ -7,7 +7,9 @@ photo resized at a few scales, each chosen so that one plausible torso height (`
 channel's logit plus the mean, over the other joints, of each joint's best logit within ``context`` torso heights
 (a max-pool), so a torso-like blob without arms, head and hips nearby scores low. The best (scale, position) over all
 scales gives the torso box: centred on the (sub-pixel refined) peak, as tall as the training torso height at that
-scale (2:3 wide). The crop around that box then goes through the full model exactly as with a given ``--box``.
+scale (2:3 wide). The crop around that box then goes through the full model exactly as with a given ``--box``; the
+box is then re-fitted to the predicted torso (centred on the ``torso`` joint, as tall as the shoulder-to-hip
+distance) and the crop predicted again, ``SearchConfig.refine_steps`` times, which corrects the search's coarse scale.
 
 Limits: one person per image (the best-scoring one); an upper-body model, as FLIC's (people seen from roughly hip
 level up); torso sizes outside the searched range, strong rotations and crowded frames are missed or confused; the
@@ -38,7 +40,7 @@ from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_crops, resolve_device
+from cnnmrf.evaluation.inference import DETECTOR, FULL, Joints, predict_crops, resolve_device
 from cnnmrf.joints import JOINT_NAMES, SKELETON
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
@@ -196,6 +198,7 @@ class SearchConfig:
     max_fraction: float = 0.8  # largest torso height searched, as a fraction of the image height
     num_scales: int = 5  # geometrically spaced torso heights between the two (steps of 1.34x)
     context: float = 1.2  # radius, in torso heights, in which the other joints support a torso hypothesis
+    refine_steps: int = 2  # times the found box is re-fitted to the predicted shoulders and hips, then re-predicted
 
 
 @dataclass
@@ -211,6 +214,24 @@ def torso_box(cx: float, cy: float, height: float) -> np.ndarray:
     """(4,) FLIC-style torso box (2:3 wide) centred on (cx, cy)."""
     half_w, half_h = BOX_ASPECT * height / 2, height / 2
     return np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dtype=np.float64)
+
+
+def box_from_joints(
+    joints: np.ndarray, previous: np.ndarray, image_size: tuple[int, int], max_change: float = 1.5
+) -> np.ndarray:
+    """Torso box implied by predicted joints: centred on the ``torso`` joint (kept inside the image), as tall as the
+    distance between the shoulders' and hips' midpoints (on FLIC the torso box height is 0.99x that distance, median
+    over the training split), its height kept within ``max_change``x of the ``previous`` box's.
+
+    Shapes: joints (K, 2) original pixels, previous (4,) -> (4,); image_size is (width, height).
+    """
+    names = {name: i for i, name in enumerate(JOINT_NAMES)}
+    shoulders = joints[[names["lsho"], names["rsho"]]].mean(axis=0)  # (2,)
+    hips = joints[[names["lhip"], names["rhip"]]].mean(axis=0)  # (2,)
+    before = previous[3] - previous[1]
+    height = float(np.clip(np.linalg.norm(shoulders - hips), before / max_change, before * max_change))
+    centre = np.clip(joints[TORSO], 0, np.asarray(image_size, dtype=np.float64) - 1)  # (2,)
+    return torso_box(*centre, height)
 
 
 def search_heights(image_height: float, config: SearchConfig) -> np.ndarray:
@@ -347,7 +368,9 @@ class PosePredictor:
         self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray | None],
         files: Sequence[str] | None = None,
     ) -> list[PosePrediction]:
-        """Predict a batch of photos: search a person where no box is given, then one forward pass over the crops.
+        """Predict a batch of photos: search a person where no box is given, one forward pass over the crops, then
+        for searched photos re-fit the box to the predicted torso (:func:`box_from_joints`) and predict again,
+        ``search.refine_steps`` times.
 
         Args:
             images: (image, decode factor) pairs from :func:`load_image`.
@@ -357,33 +380,48 @@ class PosePredictor:
         Raises:
             CnnmrfError: a given box lies outside its image.
         """
-        size = self.preprocess.input_size
         files = list(files) if files is not None else [""] * len(images)
-        found, crops, transforms, sizes = [], [], [], []
+        hypotheses: list[PersonHypothesis | None] = []
+        current: list[np.ndarray] = []  # the torso box of each image, (4,) original pixels
+        sizes: list[tuple[int, int]] = []
         for (image, factor), box in zip(images, boxes, strict=True):
             original = (round(image.size[0] * factor), round(image.size[1] * factor))
-            hypothesis = None
+            sizes.append(original)
             if box is None:
-                hypothesis = self.find_person(image, factor)
-                box = hypothesis.box
+                hypotheses.append(self.find_person(image, factor))
+                current.append(hypotheses[-1].box)
             else:
                 check_box(box, original)
-            transform = crop_transform(box, size, self.preprocess.crop_scale)  # (2, 3) original -> input
-            source, source_factor = _prefiltered(image, factor, transform[0, 0])
-            crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
-            transforms.append(transform)
-            found.append((np.asarray(box, dtype=np.float64), hypothesis))
-            sizes.append(original)
-        sets = predict_crops(self.model, np.stack(crops), np.stack(transforms), self.device,
-                             use_spatial=self.use_spatial, flip_test=self.flip_test)
-        final = sets.get(FULL, sets[DETECTOR])
+                hypotheses.append(None)
+                current.append(np.asarray(box, dtype=np.float64))
+        final = self._predict_boxes(images, current)
+        searched = [i for i, hyp in enumerate(hypotheses) if hyp is not None]
+        for _ in range(self.search.refine_steps if searched else 0):
+            # The search's scale and position are coarse: re-fit each found box to its predicted torso, predict again.
+            for i in searched:
+                current[i] = box_from_joints(final.joints[i], current[i], sizes[i])
+            again = self._predict_boxes([images[i] for i in searched], [current[i] for i in searched])
+            final.joints[searched], final.scores[searched] = again.joints, again.scores
         limits = np.array(sizes, dtype=np.float64)[:, None, :] - 1  # (B, 1, 2)
         joints = np.clip(final.joints, 0, np.maximum(limits, 0))  # (B, K, 2)
         return [
             PosePrediction(file, original, box, "given" if hyp is None else "search", j, s,
                            None if hyp is None else hyp.score)
-            for file, original, (box, hyp), j, s in zip(files, sizes, found, joints, final.scores)
+            for file, original, box, hyp, j, s in zip(files, sizes, current, hypotheses, joints, final.scores)
         ]
+
+    def _predict_boxes(self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray]) -> Joints:
+        """Crop each image around its torso box and run the model on all crops in one batch."""
+        size = self.preprocess.input_size
+        crops, transforms = [], []
+        for (image, factor), box in zip(images, boxes, strict=True):
+            transform = crop_transform(box, size, self.preprocess.crop_scale)  # (2, 3) original -> input
+            source, source_factor = _prefiltered(image, factor, transform[0, 0])
+            crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
+            transforms.append(transform)
+        sets = predict_crops(self.model, np.stack(crops), np.stack(transforms), self.device,
+                             use_spatial=self.use_spatial, flip_test=self.flip_test)
+        return sets.get(FULL, sets[DETECTOR])
 
     def predict_image(
         self, image: Image.Image, decode_factor: float = 1.0, box: np.ndarray | None = None, file: str = ""
