@@ -25,6 +25,9 @@ class SpatialConfig:
         kernel_floor: Added to the normalised (sum 1) histograms before the inverse softplus, so empty bins get a
             finite pre-softplus value.
         bias_init: Initial value of SP(b(i|j)), the constant added to every pairwise message.
+        unary: What the softplus unaries are taken of: "log_softmax" of each detector map (for logits trained with the
+            spatial-softmax loss, whose offset is arbitrary: SP(log_softmax(h)) ~ softmax(h), a probability map) or
+            "raw" detector output (the paper's, for heatmaps regressed with MSE).
     """
 
     num_joints: int = NUM_JOINTS  # K: the 10 FLIC joints of the paper
@@ -32,7 +35,8 @@ class SpatialConfig:
     histogram_sigma: float = 1.0  # blur (heatmap px) of the displacement histograms that initialise e(i|j)
     eps: float = 1e-6  # floor before each log of a positive quantity
     kernel_floor: float = 1e-7  # added to normalised histograms (each sums to 1) before the inverse softplus
-    bias_init: float = 1e-3  # initial SP(b(i|j)); messages are ~ mean SP(h_j), so this is a small leak
+    bias_init: float = 0.1  # initial SP(b(i|j)): the floor under each message, which keeps the prior's pull gentle
+    unary: str = "log_softmax"  # input to the softplus unaries: "log_softmax" of each map, or "raw" (the paper's)
 
 
 def inverse_softplus(y: Tensor) -> Tensor:
@@ -112,7 +116,8 @@ class SpatialModel(nn.Module):
 
     ``*`` is a "same"-size 2-D convolution with ``message_ij[p] = sum_q SP(e_ij)[p - q + c] SP(h_j)[q]``, where
     ``c = (H-1, W-1)`` is the kernel centre, so ``e_ij[c + d]`` scores joint i lying at displacement d from joint j.
-    All K*(K-1) convolutions are computed at once with batched real FFTs.
+    All K*(K-1) convolutions are computed at once with batched real FFTs. ``h`` is the detector output after
+    ``config.unary`` (by default each map's log-softmax, so SP(h) is close to the detector's probability map).
 
     Attributes:
         pair_kernels: (K, K, 2H-1, 2W-1) pre-softplus kernels e(i|j); diagonal slices are unused.
@@ -168,11 +173,17 @@ class SpatialModel(nn.Module):
         bias = torch.full(self.pair_bias.shape, self.config.bias_init, dtype=torch.float64)
         self.pair_bias.copy_(inverse_softplus(bias).to(self.pair_bias))
 
-    def _check_input(self, heatmaps: Tensor) -> None:
+    def unaries(self, heatmaps: Tensor) -> Tensor:
+        """Check the input and return the positive unaries SP(h): (B, K, H, W) -> (B, K, H, W)."""
         expected = (self.config.num_joints, *self.config.heatmap_size)
         if heatmaps.dim() != 4 or tuple(heatmaps.shape[1:]) != expected:
             shape = tuple(heatmaps.shape)
             raise ValueError(f"heatmaps must be (B, {expected[0]}, {expected[1]}, {expected[2]}), got {shape}")
+        if self.config.unary == "log_softmax":
+            heatmaps = F.log_softmax(heatmaps.flatten(-2), dim=-1).view_as(heatmaps)  # (B, K, H, W)
+        elif self.config.unary != "raw":
+            raise ValueError(f"unknown unary {self.config.unary!r}; expected log_softmax or raw")
+        return F.softplus(heatmaps)
 
     def forward(self, heatmaps: Tensor) -> Tensor:
         """Run the spatial model.
@@ -183,14 +194,13 @@ class SpatialModel(nn.Module):
         Returns:
             (B, K, H, W) log-beliefs ``log p_i`` in the input dtype (unnormalised).
         """
-        self._check_input(heatmaps)
+        unary = self.unaries(heatmaps)  # (B, K, H, W)
         batch, k, height, width = heatmaps.shape
         fh, fw = self.fft_size
         dtype = heatmaps.dtype
         eps = self.config.eps
         pi, pj = self._pair_i, self._pair_j  # (P,), P = K*(K-1) ordered pairs i != j
 
-        unary = F.softplus(heatmaps)  # (B, K, H, W)
         kernels = F.softplus(self.pair_kernels.to(dtype)[pi, pj])  # (P, KH, KW)
         bias = F.softplus(self.pair_bias.to(dtype)[pi, pj])  # (P,)
 
@@ -216,12 +226,11 @@ def spatial_forward_direct(model: SpatialModel, heatmaps: Tensor) -> Tensor:
     Returns:
         (B, K, H, W) log-beliefs, equal to ``model(heatmaps)`` up to FFT round-off.
     """
-    model._check_input(heatmaps)
+    unary = model.unaries(heatmaps)  # (B, K, H, W)
     batch, k, height, width = heatmaps.shape
     dtype = heatmaps.dtype
     eps = model.config.eps
 
-    unary = F.softplus(heatmaps)  # (B, K, H, W)
     kernels = F.softplus(model.pair_kernels.to(dtype))  # (K_i, K_j, KH, KW)
     bias = F.softplus(model.pair_bias.to(dtype))  # (K_i, K_j)
     kh, kw = kernels.shape[-2:]
