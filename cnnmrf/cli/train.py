@@ -16,7 +16,9 @@ from cnnmrf.training.loop import train
 _D = TrainConfig()
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Examples per step (per process under torchrun).", min=1)]
-Lr = Annotated[float, typer.Option(help="Peak learning rate.", min=0.0)]
+Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0)]
+SpatialLr = Annotated[float, typer.Option(help="Peak learning rate of the spatial model (log-space kernels).",
+                                          min=0.0)]
 Optimizer = Annotated[str, typer.Option(help="adam or sgd.")]
 Loss = Annotated[str, typer.Option(help="ce (spatial-softmax cross-entropy) or mse (the paper's).")]
 Seed = Annotated[int, typer.Option(help="Seed for initialisation, split, shuffling and augmentation.")]
@@ -63,9 +65,9 @@ def train_mrf(
     data: DataPath,
     detector: DetectorCkpt = None,
     out: OutDir = Path("runs/mrf"),
-    epochs: Epochs = 10,
+    epochs: Epochs = 3,
     batch_size: BatchSize = _D.batch_size,
-    lr: Lr = _D.lr,
+    spatial_lr: SpatialLr = _D.spatial_lr,
     optimizer: Optimizer = _D.optimizer,
     loss: Loss = _D.loss,
     seed: Seed = _D.seed,
@@ -76,8 +78,9 @@ def train_mrf(
     force: Force = False,
 ) -> None:
     """Train the spatial model (MRF) on the heatmaps of a frozen part detector (paper section 3.2)."""
-    _run("mrf", data, out, resume, force, detector=detector, epochs=epochs, batch_size=batch_size, lr=lr,
-         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, max_steps_per_epoch=max_steps)
+    _run("mrf", data, out, resume, force, detector=detector, epochs=epochs, batch_size=batch_size,
+         spatial_lr=spatial_lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
+         max_steps_per_epoch=max_steps)
 
 
 def train_joint(
@@ -88,7 +91,8 @@ def train_joint(
     preset: Preset = _D.preset,
     epochs: Epochs = 10,
     batch_size: BatchSize = _D.batch_size,
-    lr: Lr = 2e-4,
+    lr: Lr = 2e-4,  # fine-tuning: lower than train-detector's
+    spatial_lr: SpatialLr = 0.01,
     optimizer: Optimizer = _D.optimizer,
     loss: Loss = _D.loss,
     seed: Seed = _D.seed,
@@ -100,5 +104,5 @@ def train_joint(
 ) -> None:
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
     _run("joint", data, out, resume, force, detector=detector, mrf=mrf, preset=preset, epochs=epochs,
-         batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
-         max_steps_per_epoch=max_steps)
+         batch_size=batch_size, lr=lr, spatial_lr=spatial_lr, optimizer=optimizer, loss=loss, seed=seed,
+         workers=workers, device=device, max_steps_per_epoch=max_steps)

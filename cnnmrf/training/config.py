@@ -18,7 +18,8 @@ class TrainConfig:
     epochs: int = 40  # passes over the training examples
     batch_size: int = 16  # examples per step (per process under torchrun)
     optimizer: str = "adam"  # adam or sgd (with momentum)
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 1e-3  # peak learning rate of the part detector
+    spatial_lr: float = 0.03  # peak learning rate of the spatial model (its kernels and biases act in log space)
     momentum: float = 0.9  # SGD momentum (Adam: beta1)
     weight_decay: float = 1e-4  # L2 on convolution weights only (not biases, BatchNorm or MRF kernels)
     schedule: str = "cosine"  # cosine (to 1% of lr) or constant, after warmup

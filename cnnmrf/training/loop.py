@@ -272,11 +272,14 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
 
 
 def _optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
-    """Adam or SGD with weight decay on convolution weights only."""
+    """Adam or SGD: weight decay on the detector's convolution weights only; the spatial model at ``spatial_lr``."""
     decay = [m.weight for m in model.detector.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
     decay_ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in decay_ids]
+    rest = [p for p in model.detector.parameters() if p.requires_grad and id(p) not in decay_ids]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if model.spatial is not None:
+        groups.append({"params": list(model.spatial.parameters()), "weight_decay": 0.0, "lr": config.spatial_lr})
+    groups = [g for g in groups if g["params"]]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999))
