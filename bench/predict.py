@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.geometry import crop_transform
 from cnnmrf.data.images import render
 from cnnmrf.evaluation.inference import predict_crops
 from cnnmrf.evaluation.predict import PosePredictor
-from cnnmrf.weights import default_checkpoint
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -12,12 +12,12 @@ import pytest
 from fixtures import write_tiny_checkpoint
 from typer.testing import CliRunner, Result
 
+from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.app import app
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions
-from cnnmrf.weights import default_checkpoint
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

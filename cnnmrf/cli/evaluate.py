@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console
 from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
 from cnnmrf.evaluation.inference import parse_scales
 from cnnmrf.evaluation.report import pck_table
-from cnnmrf.weights import default_checkpoint
 
 
 def evaluate(

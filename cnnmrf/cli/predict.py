@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, fail
 from cnnmrf.cli.options import CheckpointOpt, Device, Force
 from cnnmrf.errors import CnnmrfError
@@ -22,7 +23,6 @@ from cnnmrf.evaluation.predict import (
     predict_to_files,
 )
 from cnnmrf.joints import JOINT_NAMES
-from cnnmrf.weights import default_checkpoint
 
 
 def predict(

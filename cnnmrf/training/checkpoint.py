@@ -60,3 +60,13 @@ def model_from_checkpoint(state: dict[str, Any]) -> PoseModel:
     except (KeyError, TypeError, RuntimeError) as err:
         raise CnnmrfError(f"checkpoint does not match the model it describes: {str(err)[:200]}") from err
     return model
+
+
+INFERENCE_KEYS = ("model_config", "preprocess", "joint_names", "train_config", "model", "epoch", "best_pck", "history")
+
+
+def export_weights(source: Path, target: Path) -> None:
+    """Copy a checkpoint without its optimiser and schedule state (what `evaluate` and `predict` need, a third of the
+    size); this is how the bundled weights are made from a training run's ``best.pt``."""
+    state = load_checkpoint(source)
+    save_checkpoint(target, {key: state[key] for key in INFERENCE_KEYS if key in state})

@@ -1,4 +1,4 @@
-"""Where the bundled FLIC-trained weights live."""
+"""The bundled FLIC-trained weights (cnnmrf/weights/) and example image (cnnmrf/assets/)."""
 
 from __future__ import annotations
 
