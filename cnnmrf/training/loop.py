@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cnnmrf.data.dataset import FlicDataset, open_dataset_file
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import predict_rows
+from cnnmrf.evaluation.inference import predict_rows, resolve_device
 from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
@@ -201,17 +201,11 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """Start the process group under torchrun; return (world size, rank, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if device_name not in ("auto", "cpu", "cuda"):
-        raise CnnmrfError(f"--device must be auto, cpu or cuda, not {device_name!r}")
-    use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise CnnmrfError("--device cuda was asked for but no CUDA GPU is available")
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
+    device = resolve_device(device_name)
+    use_cuda = device.type == "cuda"
+    if use_cuda:  # one GPU per process
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return world, rank, device
