@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from cnnmrf.cli.app import app
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import predict_rows
+from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.predict import (
     SIDE_COLOURS,
     PosePredictor,
@@ -169,7 +169,7 @@ def test_predict_with_the_torso_box_matches_dataset_inference(tiny_flic: Path, t
     with h5py.File(tiny_h5, "r") as h5:
         files = list(h5["test"]["file"].asstr()[:])
         boxes = h5["test"]["torsobox"][:].astype(np.float64)
-    expected, _ = predict_rows(predictor.model, tiny_h5, "test", np.arange(len(files)))
+    expected = final_joints(predict_rows(predictor.model, tiny_h5, "test", np.arange(len(files)))).joints
     for file, box, joints in zip(files, boxes, expected):
         prediction, image = predictor.predict_file(tiny_flic / "images" / file, box)
         assert prediction.box_source == "given" and image.size == (160, 120)
@@ -250,6 +250,13 @@ def test_bundled_weights_on_the_astronaut(tmp_path: Path) -> None:
     assert joints.shape == (10, 2) and (joints >= 0).all() and (joints <= 511).all()
     assert doc["joints"]["nose"][1] < doc["joints"]["torso"][1]  # head above the torso
     assert 100 <= doc["joints"]["nose"][0] <= 350
+    # with the README's torso box the joints land on her: nose on the face, shoulders on the suit's neck ring
+    result = invoke("predict", tmp_path / "astronaut.png", "--out", tmp_path / "box", "--json", "--box",
+                    "142,270,288,490")
+    joints = json.loads(result.stdout.strip().splitlines()[-1])["joints"]
+    assert 170 <= joints["nose"][0] <= 280 and 80 <= joints["nose"][1] <= 200
+    assert joints["rsho"][0] < joints["nose"][0] < joints["lsho"][0]  # facing the camera: her left is image-right
+    assert all(200 <= joints[name][1] <= 300 for name in ("lsho", "rsho"))
 
 
 def test_box_from_joints_fits_the_predicted_torso_and_stays_in_bounds() -> None:

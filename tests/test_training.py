@@ -23,7 +23,7 @@ import cnnmrf.training.loop as loop
 from cnnmrf.cli.app import app
 from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import predict_rows
+from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.pose import PoseModel
@@ -48,7 +48,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 
 
 def mean_pck(model: PoseModel, data: Path, rows: np.ndarray) -> float:
-    pred, _ = predict_rows(model, data, "train", rows)
+    pred = final_joints(predict_rows(model, data, "train", rows)).joints
     with h5py.File(data, "r") as h5:
         truth = h5["train"]["joints"][:][rows]
     return evaluate_pck(pred, truth).at("mean", 0.2)

@@ -13,7 +13,7 @@ import numpy as np
 from cnnmrf.data.dataset import open_dataset_file
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows_all, resolve_device
+from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows, resolve_device
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
 from cnnmrf.models.pose import PoseModel
@@ -132,7 +132,7 @@ def evaluate_checkpoint(
     device = resolve_device(options.device)
     model: PoseModel = model_from_checkpoint(state).to(device).eval()
 
-    sets = predict_rows_all(model, data, "test", rows, batch_size=options.batch_size, device=device,
+    sets = predict_rows(model, data, "test", rows, batch_size=options.batch_size, device=device,
                             use_spatial=options.use_spatial, flip_test=options.flip_test, refine=options.refine,
                             scales=options.scales, on_progress=on_progress)
     results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}

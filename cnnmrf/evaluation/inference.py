@@ -219,7 +219,7 @@ def predict_crops(
 
 
 @torch.no_grad()
-def predict_rows_all(
+def predict_rows(
     model: PoseModel,
     h5_path: Path,
     split: str,
@@ -275,24 +275,6 @@ def predict_rows_all(
             for name, ps in parts.items()}
 
 
-@torch.no_grad()
-def predict_rows(
-    model: PoseModel,
-    h5_path: Path,
-    split: str,
-    rows: np.ndarray,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    use_spatial: bool = True,
-    flip_test: bool = False,
-    refine: bool = True,
-    scales: Sequence[float] = (1.0,),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predict joints for rows of a split of the HDF5 dataset with the final model (see :func:`predict_rows_all`).
-
-    Returns:
-        joints (N, K, 2) in original-image pixels and scores (N, K).
-    """
-    sets = predict_rows_all(model, h5_path, split, rows, batch_size, device, use_spatial, flip_test, refine, scales)
-    final = sets.get(FULL, sets[DETECTOR])
-    return final.joints, final.scores
+def final_joints(sets: dict[str, Joints]) -> Joints:
+    """The final model's joints of a prediction set: the spatial model's when it ran, else the detector's."""
+    return sets.get(FULL, sets[DETECTOR])

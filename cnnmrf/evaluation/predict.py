@@ -40,7 +40,7 @@ from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import DETECTOR, FULL, Joints, predict_crops, resolve_device
+from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops, resolve_device
 from cnnmrf.joints import JOINT_NAMES, SKELETON
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
@@ -421,7 +421,7 @@ class PosePredictor:
             transforms.append(transform)
         sets = predict_crops(self.model, np.stack(crops), np.stack(transforms), self.device,
                              use_spatial=self.use_spatial, flip_test=self.flip_test)
-        return sets.get(FULL, sets[DETECTOR])
+        return final_joints(sets)
 
     def predict_image(
         self, image: Image.Image, decode_factor: float = 1.0, box: np.ndarray | None = None, file: str = ""

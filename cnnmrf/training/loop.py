@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cnnmrf.data.dataset import FlicDataset, open_dataset_file
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import predict_rows, resolve_device
+from cnnmrf.evaluation.inference import final_joints, predict_rows, resolve_device
 from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
@@ -322,7 +322,7 @@ def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.devi
         truth = h5["train"]["joints"][:][rows] if len(rows) else np.zeros((0, len(JOINT_NAMES), 2))
     if len(rows) == 0:
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
-    pred, _ = predict_rows(model, data, "train", rows, batch_size=64, device=device)
+    pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device)).joints
     return evaluate_pck(pred, truth)
 
 
