@@ -126,4 +126,5 @@ def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missi
     except CnnmrfError:
         assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
     else:  # the bundled model was trained on 128 px crops, the tiny dataset holds 64 px ones
-        assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px", "re-run `cnnmrf preprocess`")
+        assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px",
+                              "re-run `cnnmrf preprocess`")
