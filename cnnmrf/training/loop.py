@@ -23,7 +23,7 @@ from cnnmrf.data.dataset import FlicDataset, open_dataset_file
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import final_joints, predict_rows, resolve_device
-from cnnmrf.evaluation.pck import evaluate_pck
+from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import LOSSES, peak_normalised
@@ -93,7 +93,7 @@ def train(
     if resume_state is not None:
         model = model_from_checkpoint(resume_state)
     else:
-        model = _initial_model(config, prep.input_size, detector_ckpt, mrf_ckpt, train_joints, train_visible, prep)
+        model = _initial_model(config, prep.input_size, detector_ckpt, mrf_ckpt, train_joints, train_visible)
     if model.config.detector.input_size != prep.input_size:
         raise CnnmrfError(f"the model expects {model.config.detector.input_size}px inputs but {data} holds "
                           f"{prep.input_size}px crops; preprocess with --input-size {model.config.detector.input_size}")
@@ -170,7 +170,7 @@ def train(
 
         # ---- validation, logging and checkpoints (rank 0) ---------------------------------------------------------
         if main_process:
-            result = _validate(model, data, val_rows, device, config)
+            result = _validate(model, data, val_rows, device)
             val = {name: 100 * result.at(name, 0.2) for name in ("wrist", "elbow", "shoulder", "hip", "mean")}
             metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, steps_per_epoch), "val_pck@0.2": val,
                        "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
@@ -237,7 +237,7 @@ def _check_outputs(config: TrainConfig, out: Path, resume: bool, force: bool, de
 
 
 def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | None, mrf_ckpt: Path | None,
-                   joints: np.ndarray, visible: np.ndarray, prep: Any) -> PoseModel:
+                   joints: np.ndarray, visible: np.ndarray) -> PoseModel:
     """The model a fresh run starts from."""
     if mrf_ckpt is not None:
         model = model_from_checkpoint(load_checkpoint(mrf_ckpt))
@@ -316,12 +316,12 @@ def _stage_loss(config: TrainConfig, loss_fn, out: dict[str, torch.Tensor], targ
 
 
 @torch.no_grad()
-def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, config: TrainConfig):
+def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device) -> PCKResult:
     """PCK of the current model on the held-out rows, in original-image pixels."""
-    with h5py.File(data, "r") as h5:
-        truth = h5["train"]["joints"][:][rows] if len(rows) else np.zeros((0, len(JOINT_NAMES), 2))
-    if len(rows) == 0:
+    if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
+    with h5py.File(data, "r") as h5:
+        truth = h5["train"]["joints"][:][rows]  # (N, K, 2) original pixels
     pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device)).joints
     return evaluate_pck(pred, truth)
 
