@@ -22,9 +22,7 @@ from __future__ import annotations
 import glob
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops, resolve_device
+from cnnmrf.evaluation.report import atomic_write_bytes
 from cnnmrf.joints import JOINT_NAMES, SKELETON
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
@@ -505,19 +504,6 @@ def check_outputs_free(paths: Sequence[Path], force: bool) -> None:
         raise CnnmrfError(f"{' and '.join(existing)} already exist(s); pass --force to overwrite")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_outputs(prediction: PosePrediction, image: Image.Image, out: Path, stem: str) -> tuple[Path, Path]:
     """Write ``out/<stem>.json`` (:meth:`PosePrediction.to_dict`) and ``out/<stem>_pose.png`` (the drawn skeleton).
 
@@ -530,8 +516,8 @@ def save_outputs(prediction: PosePrediction, image: Image.Image, out: Path, stem
     json_path, png_path = output_paths(Path(out), stem)
     buffer = io.BytesIO()
     draw_pose(image, prediction.joints).save(buffer, format="PNG")
-    _atomic_write(png_path, buffer.getvalue())
-    _atomic_write(json_path, (json.dumps(prediction.to_dict(), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(png_path, buffer.getvalue())
+    atomic_write_bytes(json_path, (json.dumps(prediction.to_dict(), indent=1, allow_nan=False) + "\n").encode())
     return json_path, png_path
 
 

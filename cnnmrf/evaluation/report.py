@@ -21,7 +21,7 @@ TABLE_ROWS: tuple[str, ...] = ("wrist", "elbow", "shoulder", "hip", "nose", "tor
 PLOT_GROUPS: tuple[str, ...] = ("wrist", "elbow", "shoulder")
 
 
-def _atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def _json_default(obj: Any) -> Any:
 def _write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Atomically write strict JSON (NaN/inf rejected)."""
     text = json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n"
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _round(x: float, digits: int) -> float | None:
