@@ -37,11 +37,19 @@ def evaluate(
     checkpoint = checkpoint or default_checkpoint()
     columns = (TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("evaluate", total=None)
-        evaluation = evaluate_checkpoint(data, checkpoint, out, options,
-                                         on_progress=lambda done, total: progress.update(task, completed=done,
-                                                                                          total=total))
+    progress = Progress(*columns, console=console, transient=True)
+    task = progress.add_task("evaluate", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()  # only once the inputs have been checked
+        progress.update(task, completed=done, total=total)
+
+    try:
+        evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
     console.print(f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
                   f"{convention} (as stored in the dataset)")

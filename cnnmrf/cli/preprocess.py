@@ -51,7 +51,8 @@ def preprocess(
         report = preprocess_flic(flic, out, config, workers=workers, limit=limit, skip_bad=skip_bad, force=force,
                                  command=command, on_progress=on_progress)
     finally:
-        progress.stop()
+        if progress.live.is_started:
+            progress.stop()
     for file, reason in report.bad:
         console.print(f"[yellow]skipped[/] {file}: {reason}")
     counts = ", ".join(f"{n} {split}" for split, n in report.counts.items())
