@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -113,7 +115,9 @@ def _create_split(h5: h5py.File, split: str, n: int, config: PreprocessConfig) -
     return group
 
 
-def _write_example(group: h5py.Group, row: int, example: FlicExample, image: np.ndarray, config: PreprocessConfig):
+def _write_example(
+    group: h5py.Group, row: int, example: FlicExample, image: np.ndarray, config: PreprocessConfig
+) -> None:
     transform = crop_transform(example.torsobox, config.input_size, config.crop_scale)
     joints = _labels(example, config)  # (K, 2) original pixels
     joints_input = apply_affine(transform, joints)  # (K, 2) model-input pixels
@@ -163,8 +167,6 @@ def preprocess_flic(
     Raises:
         CnnmrfError: bad input, an existing output without ``force``, or bad images without ``skip_bad``.
     """
-    import time
-
     started = time.perf_counter()
     out = Path(out)
     if out.is_dir():
@@ -258,5 +260,5 @@ class _SerialPool:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def imap(self, fn, items, chunksize: int = 1):
+    def imap(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]:
         return map(fn, items)

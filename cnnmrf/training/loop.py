@@ -298,8 +298,8 @@ def _lr_lambda(config: TrainConfig, total_steps: int):
     return factor
 
 
-def _stage_loss(config: TrainConfig, loss_fn, out: dict[str, torch.Tensor], target: torch.Tensor,
-                visible: torch.Tensor) -> torch.Tensor:
+def _stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: dict[str, torch.Tensor],
+                target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     """The loss of the stage being trained: detector maps, spatial-model maps, or both."""
     def on(maps: torch.Tensor, log_space: bool) -> torch.Tensor:
         maps = maps.float()
