@@ -63,8 +63,3 @@ class PoseModel(nn.Module):
             with torch.autocast(device_type=image.device.type, enabled=False):
                 out["spatial"] = self.spatial(out["detector"].float())  # (B, K, H, W)
         return out
-
-    @staticmethod
-    def final(out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The heatmaps to decode: the spatial model's when present, else the detector's."""
-        return out.get("spatial", out["detector"])
