@@ -273,3 +273,21 @@ def test_box_from_joints_fits_the_predicted_torso_and_stays_in_bounds() -> None:
     joints[names["torso"]] = (-50, 500)
     outside = box_from_joints(joints, np.array([0.0, 0.0, 60.0, 90.0]), (400, 300))
     assert ((outside[0] + outside[2]) / 2, (outside[1] + outside[3]) / 2) == pytest.approx((0.0, 299.0))
+
+
+def test_predict_turns_photos_upright_by_their_exif_orientation(person: Image.Image, checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored pixels must be rotated 90 degrees clockwise to be upright
+    person.save(tmp_path / "phone.jpg", exif=exif)  # stored 160x120, shown 120x160
+    result = invoke("predict", tmp_path / "phone.jpg", "-c", checkpoint, "--out", tmp_path / "out", "--json",
+                    "--box", "40,60,80,120")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["image_size"] == [120, 160]
+    assert Image.open(tmp_path / "out" / "phone_pose.png").size == (120, 160)
+
+
+def test_unreadable_bytes_get_a_clean_message(tmp_path: Path, checkpoint: Path) -> None:
+    (tmp_path / "notes.jpg").write_text("not an image")
+    result = invoke("predict", tmp_path / "notes.jpg", "-c", checkpoint, "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "unknown format" in result.output and "BytesIO" not in result.output

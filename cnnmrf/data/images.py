@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnmrf.data.geometry import affine_from_scale_offset, compose_affine, pil_affine_data
 
@@ -13,8 +13,11 @@ from cnnmrf.data.geometry import affine_from_scale_offset, compose_affine, pil_a
 MAX_PIXELS = 80_000_000
 
 
-def decode_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, float]:
+def decode_image(data: bytes, target_scale: float = 1.0, exif_orientation: bool = False) -> tuple[Image.Image, float]:
     """Decode image bytes to RGB, letting JPEG decoding shrink by a power of two when ``target_scale`` < 1.
+
+    With ``exif_orientation`` the image is turned upright as its EXIF orientation tag says (as photo viewers show it);
+    FLIC frames carry no such tag, and preprocessing leaves it off so pixels match the annotations.
 
     Returns:
         The RGB image and the factor ``f`` such that original pixel sizes are ``f`` decoded pixels wide.
@@ -29,9 +32,14 @@ def decode_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, f
         if image.format == "JPEG" and target_scale < 1.0:
             image.draft("RGB", (max(1, int(width * target_scale)), max(1, int(height * target_scale))))
         image = image.convert("RGB")  # forces the full decode: truncated files fail here
+        factor = width / image.size[0]  # draft decoding shrinks both axes alike
+        if exif_orientation:
+            image = ImageOps.exif_transpose(image)
+    except UnidentifiedImageError as err:
+        raise ValueError("not a readable image (unknown format)") from err
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"not a readable image ({err})") from err
-    return image, width / image.size[0]
+    return image, factor
 
 
 def render(image: Image.Image, transform: np.ndarray, size: int, decode_factor: float = 1.0) -> np.ndarray:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import io
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +168,8 @@ def peek_size(data: bytes) -> tuple[int, int] | None:
 
 
 def load_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, float]:
-    """Decode to RGB (grey, palette, RGBA... converted), letting JPEGs decode smaller when ``target_scale`` < 1.
+    """Decode to RGB (grey, palette, RGBA... converted), upright per the EXIF orientation, letting JPEGs decode
+    smaller when ``target_scale`` < 1.
 
     Returns:
         The image and its decode factor (original pixels per decoded pixel).
@@ -178,10 +178,9 @@ def load_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, flo
         CnnmrfError: not a readable image, truncated, or larger than ``cnnmrf.data.images.MAX_PIXELS``.
     """
     try:
-        return decode_image(data, target_scale=min(1.0, target_scale))
+        return decode_image(data, target_scale=min(1.0, target_scale), exif_orientation=True)
     except ValueError as err:
-        message = re.sub(r"cannot identify image file <[^>]*>", "unknown format", str(err))
-        raise CnnmrfError(message) from err
+        raise CnnmrfError(str(err)) from err
 
 
 # ---- person search -----------------------------------------------------------------------------------------------
