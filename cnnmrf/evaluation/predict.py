@@ -447,7 +447,8 @@ class PosePredictor:
         target = 1.0
         header = None if full_resolution else peek_size(data)
         if header is not None:
-            torso = (box[3] - box[1]) if box is not None else self.search.min_fraction * header[1]
+            # min(header): the EXIF orientation may swap the stored axes
+            torso = (box[3] - box[1]) if box is not None else self.search.min_fraction * min(header)
             target = self.torso_px / max(float(torso), 1.0)
         image, factor = load_image(data, target)
         return self.predict_image(image, factor, box, str(path)), image
