@@ -20,7 +20,7 @@ from cnnmrf.losses import LOSSES
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel
 from cnnmrf.training.config import TrainConfig
-from cnnmrf.training.loop import _optimizer, _stage_loss
+from cnnmrf.training.loop import build_optimizer, stage_loss
 
 FLIC_TRAIN_EXAMPLES = 3987  # FLIC's training split, the size of one epoch
 
@@ -59,7 +59,7 @@ def main() -> None:
     detector = DETECTOR_PRESETS[args.preset]()
     detector.input_size = prep.input_size
     model = PoseModel(PoseConfig(detector=detector)).train()
-    optimizer = _optimizer(config, model)
+    optimizer = build_optimizer(config, model)
     loss_fn = LOSSES[config.loss]
     trainable = [p for p in model.parameters() if p.requires_grad]
 
@@ -76,7 +76,7 @@ def main() -> None:
         batch = next(iterator)
         fetched = time.perf_counter()
         out = model(batch["image"])
-        loss = _stage_loss(config, loss_fn, out, batch["heatmaps"], batch["visible"])
+        loss = stage_loss(config, loss_fn, out, batch["heatmaps"], batch["visible"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)

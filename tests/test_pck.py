@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
+from cnnmrf.data.flic import observer_centric
 from cnnmrf.evaluation.pck import (
     CURVE_THRESHOLDS,
     DEFAULT_THRESHOLDS,
     PCKResult,
     evaluate_pck,
     normalized_distances,
-    observer_centric,
     pck,
 )
 from cnnmrf.evaluation.report import load_predictions, pck_table, plot_pck_curves, save_metrics, save_predictions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import scipy.io
 
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.joints import FLIC_COLUMNS, TORSO_PARTS
+from cnnmrf.joints import ARM_PAIRS, FLIC_COLUMNS, TORSO_PARTS
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,32 @@ def _parse_record(index: int, record: object) -> FlicExample:
         )
     except (AttributeError, ValueError, IndexError) as err:
         raise CnnmrfError(f"examples.mat entry {index} is malformed ({err}); is this FLIC's examples.mat?") from err
+
+
+def observer_centric(joints: np.ndarray, arm_pairs: Sequence[tuple[int, int]] = ARM_PAIRS) -> np.ndarray:
+    """Observer-centric copy of joint labels (MODEC's rule).
+
+    When every left arm joint (lsho, lelb, lwri) lies left of (has a smaller x than) its right twin, the
+    person faces away from the camera and the arm labels (shoulder, elbow, wrist) are swapped, so that
+    "left" always means the image-right side as for a person facing the camera. Any other configuration
+    (including mixed cases and NaN coordinates) is left unchanged; hips, nose and torso are never touched.
+
+    Args:
+        joints: (N, K, 2) or (K, 2) labels, (x, y).
+        arm_pairs: (left, right) joint index pairs to compare and swap.
+
+    Returns:
+        A new array of the same shape and dtype.
+    """
+    j = np.asarray(joints)
+    if j.ndim not in (2, 3) or j.shape[-1] != 2:
+        raise ValueError(f"joints must have shape (N, K, 2) or (K, 2); got {j.shape}")
+    left = [a for a, _ in arm_pairs]
+    right = [b for _, b in arm_pairs]
+    with np.errstate(invalid="ignore"):
+        away = np.all(j[..., left, 0] < j[..., right, 0], axis=-1)  # (N,) or ()
+    out = j.copy()
+    mask = np.asarray(away)[..., None, None]
+    out[..., left, :] = np.where(mask, j[..., right, :], j[..., left, :])
+    out[..., right, :] = np.where(mask, j[..., left, :], j[..., right, :])
+    return out

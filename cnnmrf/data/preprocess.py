@@ -16,12 +16,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cnnmrf.data.flic import FlicExample, FlicSource
+from cnnmrf.data.flic import FlicExample, FlicSource, observer_centric
 from cnnmrf.data.geometry import apply_affine, crop_transform, input_to_heatmap
 from cnnmrf.data.heatmaps import encode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.pck import observer_centric
 from cnnmrf.joints import JOINT_NAMES
 
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnmrf.joints import ARM_PAIRS, JOINT_NAMES, NORM_PAIR
+from cnnmrf.joints import JOINT_NAMES, NORM_PAIR
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2)
 CURVE_THRESHOLDS: np.ndarray = np.round(np.arange(0.01, 0.5001, 0.01), 2)  # the curve 0.01..0.5
@@ -253,32 +253,3 @@ def evaluate_pck(
         groups=_group_values(per_joint, names),
         group_curves=_group_values(curve, names),
     )
-
-
-def observer_centric(joints: np.ndarray, arm_pairs: Sequence[tuple[int, int]] = ARM_PAIRS) -> np.ndarray:
-    """Observer-centric copy of joint labels (MODEC's rule).
-
-    When every left arm joint (lsho, lelb, lwri) lies left of (has a smaller x than) its right twin, the
-    person faces away from the camera and the arm labels (shoulder, elbow, wrist) are swapped, so that
-    "left" always means the image-right side as for a person facing the camera. Any other configuration
-    (including mixed cases and NaN coordinates) is left unchanged; hips, nose and torso are never touched.
-
-    Args:
-        joints: (N, K, 2) or (K, 2) labels, (x, y).
-        arm_pairs: (left, right) joint index pairs to compare and swap.
-
-    Returns:
-        A new array of the same shape and dtype.
-    """
-    j = np.asarray(joints)
-    if j.ndim not in (2, 3) or j.shape[-1] != 2:
-        raise ValueError(f"joints must have shape (N, K, 2) or (K, 2); got {j.shape}")
-    left = [a for a, _ in arm_pairs]
-    right = [b for _, b in arm_pairs]
-    with np.errstate(invalid="ignore"):
-        away = np.all(j[..., left, 0] < j[..., right, 0], axis=-1)  # (N,) or ()
-    out = j.copy()
-    mask = np.asarray(away)[..., None, None]
-    out[..., left, :] = np.where(mask, j[..., right, :], j[..., left, :])
-    out[..., right, :] = np.where(mask, j[..., left, :], j[..., right, :])
-    return out

@@ -101,7 +101,7 @@ def train(
     if config.stage == "mrf":
         model.detector.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(config, model)
+    optimizer = build_optimizer(config, model)
     steps_per_epoch = _steps_per_epoch(config, len(sampler))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
     if resume_state is not None:
@@ -146,7 +146,7 @@ def train(
             visible = batch["visible"].to(device, non_blocking=True)  # (B, K)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
                 out_maps = wrapped(images)
-                loss = _stage_loss(config, loss_fn, out_maps, target, visible)
+                loss = stage_loss(config, loss_fn, out_maps, target, visible)
             if not torch.isfinite(loss):
                 if progress:
                     progress.stop()
@@ -265,7 +265,7 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
     return model
 
 
-def _optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
     """Adam or SGD: weight decay on the detector's convolution weights only; the spatial model at ``spatial_lr``."""
     decay = [m.weight for m in model.detector.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
     decay_ids = {id(p) for p in decay}
@@ -298,7 +298,7 @@ def _lr_lambda(config: TrainConfig, total_steps: int):
     return factor
 
 
-def _stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: dict[str, torch.Tensor],
+def stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: dict[str, torch.Tensor],
                 target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
     """The loss of the stage being trained: detector maps, spatial-model maps, or both."""
     def on(maps: torch.Tensor, log_space: bool) -> torch.Tensor:
