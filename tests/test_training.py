@@ -26,6 +26,7 @@ from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.losses import spatial_softmax_cross_entropy
 from cnnmrf.models.pose import PoseModel
 from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.training.config import TrainConfig
@@ -190,6 +191,21 @@ def check_run(run: Path, stage: str) -> dict[str, Any]:
     return state
 
 
+def test_stage_loss_weights_the_detector_term_only_in_joint_training() -> None:
+    torch.manual_seed(0)
+    out = {"detector": torch.randn(2, 10, 8, 8), "spatial": torch.randn(2, 10, 8, 8)}
+    target, visible = torch.rand(2, 10, 8, 8), torch.ones(2, 10, dtype=torch.bool)
+    fn = spatial_softmax_cross_entropy
+    det, spatial = fn(out["detector"], target, visible), fn(out["spatial"], target, visible)
+    assert torch.allclose(loop.stage_loss(tiny(stage="detector"), fn, out, target, visible), det)
+    assert torch.allclose(loop.stage_loss(tiny(stage="mrf", detector_loss_weight=1.0), fn, out, target, visible),
+                          spatial)
+    assert torch.allclose(loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.0), fn, out, target, visible),
+                          spatial)
+    assert torch.allclose(loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.5), fn, out, target, visible),
+                          spatial + 0.5 * det)
+
+
 def test_cli_three_stages(tiny_h5: Path, tmp_path: Path) -> None:
     common = ["--epochs", "1", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--max-steps", "2"]
     det, mrf, joint = tmp_path / "det", tmp_path / "mrf", tmp_path / "joint"
@@ -212,9 +228,11 @@ def test_cli_three_stages(tiny_h5: Path, tmp_path: Path) -> None:
     for name, tensor in detector_state["model"].items():  # the detector is frozen, BatchNorm statistics included
         assert torch.equal(mrf_state["model"][name], tensor), name
 
-    result = invoke("train-joint", tiny_h5, "--mrf", mrf / "best.pt", "--out", joint, *common)
+    result = invoke("train-joint", tiny_h5, "--mrf", mrf / "best.pt", "--out", joint, "--detector-loss-weight", "0.5",
+                    *common)
     assert result.exit_code == 0, result.output
     joint_state = check_run(joint, "joint")
+    assert joint_state["train_config"]["detector_loss_weight"] == 0.5
     changed = [n for n, t in joint_state["model"].items() if not torch.equal(t, mrf_state["model"][n])]
     assert any(n.startswith("detector.") for n in changed) and any(n.startswith("spatial.") for n in changed)
     assert model_from_checkpoint(joint_state).spatial is not None

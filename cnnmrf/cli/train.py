@@ -28,6 +28,8 @@ MaxSteps = Annotated[int, typer.Option(help="Cut each epoch to this many steps (
 Preset = Annotated[str, typer.Option(help="Detector preset: small, paper or tiny.")]
 DetectorCkpt = Annotated[Path | None, typer.Option("--detector", help="Checkpoint from train-detector.")]
 MrfCkpt = Annotated[Path | None, typer.Option("--mrf", help="Checkpoint from train-mrf (detector + spatial model).")]
+DetectorLossWeight = Annotated[float, typer.Option(help="Weight of the detector's own heatmap loss next to the spatial "
+                                                   "model's (0: only the final output is supervised).", min=0.0)]
 
 
 def _run(stage: str, data: Path, out: Path, resume: bool, force: bool, detector: Path | None = None,
@@ -91,8 +93,9 @@ def train_joint(
     preset: Preset = _D.preset,
     epochs: Epochs = 10,
     batch_size: BatchSize = _D.batch_size,
-    lr: Lr = 2e-4,  # fine-tuning: lower than train-detector's
-    spatial_lr: SpatialLr = 0.01,
+    lr: Lr = 5e-4,  # fine-tuning: lower than train-detector's
+    spatial_lr: SpatialLr = 0.03,
+    detector_loss_weight: DetectorLossWeight = _D.detector_loss_weight,
     optimizer: Optimizer = _D.optimizer,
     loss: Loss = _D.loss,
     seed: Seed = _D.seed,
@@ -104,5 +107,5 @@ def train_joint(
 ) -> None:
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
     _run("joint", data, out, resume, force, detector=detector, mrf=mrf, preset=preset, epochs=epochs,
-         batch_size=batch_size, lr=lr, spatial_lr=spatial_lr, optimizer=optimizer, loss=loss, seed=seed,
-         workers=workers, device=device, max_steps_per_epoch=max_steps)
+         batch_size=batch_size, lr=lr, spatial_lr=spatial_lr, detector_loss_weight=detector_loss_weight,
+         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, max_steps_per_epoch=max_steps)

@@ -26,7 +26,10 @@ class TrainConfig:
     warmup_steps: int = 200  # linear learning-rate warmup
     grad_clip: float = 10.0  # max global gradient norm (0: off)
     loss: str = "ce"  # ce (spatial-softmax cross-entropy) or mse (the paper's)
-    detector_loss_weight: float = 1.0  # train-joint: weight of the detector's own loss next to the spatial model's
+    # train-joint: weight of the detector's own loss next to the spatial model's. 0 supervises only the final output,
+    # as in the paper's joint training: the detector may then keep several candidates for the spatial model to choose
+    # from (measured in docs/results.md).
+    detector_loss_weight: float = 0.0
     val_fraction: float = 0.1  # share of the training split held out for validation (never the test split)
     val_limit: int = 0  # cap on validation examples (0: all held-out ones)
     seed: int = 0  # seeds initialisation, the train/val split, shuffling and augmentation
