@@ -241,6 +241,19 @@ def test_cli_three_stages(tiny_h5: Path, tmp_path: Path) -> None:
     result = invoke("train-detector", tiny_h5, "--out", det, "--preset", "tiny", *common)
     assert result.exit_code == 1 and "already holds a run" in result.stderr
 
+    # train-detector --init fine-tunes the detector of any checkpoint (here the joint one); at lr 0 its convolution
+    # weights stay exactly those it started from.
+    tuned = tmp_path / "tuned"
+    result = invoke("train-detector", tiny_h5, "--out", tuned, "--init", joint / "best.pt", "--lr", "0", *common)
+    assert result.exit_code == 0, result.output
+    tuned_state = check_run(tuned, "detector")
+    assert tuned_state["model_config"]["spatial"] is None
+    for name, tensor in tuned_state["model"].items():
+        if name.endswith("weight"):
+            assert torch.equal(tensor, joint_state["model"][name]), name
+    result = invoke("train-detector", tiny_h5, "--out", tmp_path / "none", "--init", tmp_path / "missing.pt", *common)
+    assert result.exit_code == 1 and "missing.pt" in result.stderr and "Traceback" not in result.output
+
 
 DDP_SCRIPT = '''
 """Run under torchrun by test_training: one tiny epoch, then every rank saves its own weights."""

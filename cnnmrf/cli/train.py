@@ -27,6 +27,9 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --ou
 MaxSteps = Annotated[int, typer.Option(help="Cut each epoch to this many steps (0: full epochs).", min=0)]
 Preset = Annotated[str, typer.Option(help="Detector preset: small, paper or tiny.")]
 DetectorCkpt = Annotated[Path | None, typer.Option("--detector", help="Checkpoint from train-detector.")]
+InitCkpt = Annotated[Path | None, typer.Option("--init", help="Start from the detector weights of this checkpoint "
+                                              "(fine-tuning, e.g. the bundled weights on your own data); --preset is "
+                                              "then taken from it.")]
 MrfCkpt = Annotated[Path | None, typer.Option("--mrf", help="Checkpoint from train-mrf (detector + spatial model).")]
 DetectorLossWeight = Annotated[float, typer.Option(help="Weight of the detector's own heatmap loss next to the spatial "
                                                    "model's (0: only the final output is supervised).", min=0.0)]
@@ -45,6 +48,7 @@ def _run(stage: str, data: Path, out: Path, resume: bool, force: bool, detector:
 def train_detector(
     data: DataPath,
     out: OutDir = Path("runs/detector"),
+    init: InitCkpt = None,
     preset: Preset = _D.preset,
     epochs: Epochs = _D.epochs,
     batch_size: BatchSize = _D.batch_size,
@@ -59,8 +63,9 @@ def train_detector(
     force: Force = False,
 ) -> None:
     """Train the part detector alone (paper section 3.1)."""
-    _run("detector", data, out, resume, force, preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
-         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, max_steps_per_epoch=max_steps)
+    _run("detector", data, out, resume, force, detector=init, preset=preset, epochs=epochs, batch_size=batch_size,
+         lr=lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
+         max_steps_per_epoch=max_steps)
 
 
 def train_mrf(
