@@ -99,7 +99,7 @@ def train_joint(
     epochs: Epochs = 10,
     batch_size: BatchSize = _D.batch_size,
     lr: Lr = 5e-4,  # fine-tuning: lower than train-detector's
-    spatial_lr: SpatialLr = 0.03,
+    spatial_lr: SpatialLr = _D.spatial_lr,
     detector_loss_weight: DetectorLossWeight = _D.detector_loss_weight,
     optimizer: Optimizer = _D.optimizer,
     loss: Loss = _D.loss,
