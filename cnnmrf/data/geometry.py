@@ -40,15 +40,16 @@ def crop_transform(
 
 
 def apply_affine(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a (2, 3) transform to points of shape (..., 2)."""
+    """Apply (..., 2, 3) transforms to (..., 2) points; leading dimensions broadcast ((N, 1, 2, 3) with (N, K, 2))."""
+    transform = np.asarray(transform, dtype=np.float64)
     points = np.asarray(points, dtype=np.float64)
-    return points @ transform[:, :2].T + transform[:, 2]
+    return np.einsum("...ij,...j->...i", transform[..., :2], points) + transform[..., 2]
 
 
 def invert_affine(transform: np.ndarray) -> np.ndarray:
-    """Inverse of a (2, 3) affine transform."""
-    linear = np.linalg.inv(transform[:, :2])
-    return np.concatenate([linear, -linear @ transform[:, 2:]], axis=1)
+    """Inverse of (..., 2, 3) affine transforms."""
+    linear = np.linalg.inv(transform[..., :2])
+    return np.concatenate([linear, -linear @ transform[..., 2:]], axis=-1)
 
 
 def compose_affine(second: np.ndarray, first: np.ndarray) -> np.ndarray:

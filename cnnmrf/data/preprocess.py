@@ -21,6 +21,7 @@ from cnnmrf.data.geometry import apply_affine, crop_transform, input_to_heatmap
 from cnnmrf.data.heatmaps import encode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.files import atomic_path
 from cnnmrf.joints import JOINT_NAMES
 
 FORMAT_VERSION = 1
@@ -176,10 +177,8 @@ def preprocess_flic(
     examples = select_examples(source.examples(), limit)
     if not examples:
         raise CnnmrfError(f"{source_path} has no examples in the train or test split")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     report = PreprocessReport()
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w", track_order=True) as h5:
             groups = {s: _create_split(h5, s, sum(e.split == s for e in examples), config) for s in SPLITS}
             rows = {s: 0 for s in SPLITS}
@@ -205,10 +204,6 @@ def preprocess_flic(
             if any(rows[s] != groups[s]["images"].shape[0] for s in SPLITS):
                 _shrink(h5, rows)
             _write_attributes(h5, config, source_path, command)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnmrf.data.geometry import heatmap_to_input
+from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import FLIP_PERMUTATION
@@ -59,10 +59,8 @@ def heatmap_to_original(coords: np.ndarray, transforms: np.ndarray, stride: int)
         (N, K, 2) (x, y) in original-image pixels.
     """
     points = heatmap_to_input(coords, stride)  # (N, K, 2) model-input pixels
-    transforms = np.asarray(transforms, dtype=np.float64)
-    linear = np.linalg.inv(transforms[:, :, :2])  # (N, 2, 2) input -> original
-    offset = -np.einsum("nij,nj->ni", linear, transforms[:, :, 2])  # (N, 2)
-    return np.einsum("nij,nkj->nki", linear, points) + offset[:, None, :]
+    to_original = invert_affine(np.asarray(transforms, dtype=np.float64))  # (N, 2, 3) input -> original
+    return apply_affine(to_original[:, None], points)  # (N, K, 2)
 
 
 def parse_scales(text: str) -> tuple[float, ...]:

@@ -38,7 +38,7 @@ from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops, resolve_device
-from cnnmrf.evaluation.report import atomic_write_bytes
+from cnnmrf.files import atomic_write_bytes
 from cnnmrf.joints import JOINT_NAMES, SKELETON
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
