@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cnnmrf.errors import CnnmrfError
 
@@ -39,3 +41,30 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextmanager
+def progress_bar(label: str, transient: bool = False, show_rate: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar fed by the yielded ``on_progress(done, total)`` callback of a library function.
+
+    The bar appears at the first call, i.e. only once the function has checked its inputs (so an early one-line error
+    is not drawn over), and is stopped however the block ends. ``show_rate`` adds items per second.
+    """
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn()]
+    if show_rate:
+        columns.append(TextColumn("{task.fields[rate]}"))
+    columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    progress = Progress(*columns, console=console, transient=transient)
+    task = progress.add_task(label, total=None, rate="")
+
+    def on_progress(done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        fields = {"rate": f"{done / (progress.tasks[0].elapsed or 1e-9):.0f} img/s"} if show_rate else {}
+        progress.update(task, completed=done, total=total, **fields)
+
+    try:
+        yield on_progress
+    finally:
+        if progress.live.is_started:
+            progress.stop()

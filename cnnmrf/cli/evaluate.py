@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console
+from cnnmrf.cli.console import console, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
 from cnnmrf.evaluation.inference import parse_scales
@@ -35,21 +34,8 @@ def evaluate(
     options = EvaluateOptions(use_spatial=not no_mrf, flip_test=flip_test, scales=parse_scales(scales),
                               refine=not no_refine, batch_size=batch_size, device=device, limit=limit, force=force)
     checkpoint = checkpoint or default_checkpoint()
-    columns = (TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    progress = Progress(*columns, console=console, transient=True)
-    task = progress.add_task("evaluate", total=None)
-
-    def on_progress(done: int, total: int) -> None:
-        if not progress.live.is_started:
-            progress.start()  # only once the inputs have been checked
-        progress.update(task, completed=done, total=total)
-
-    try:
+    with progress_bar("evaluate", transient=True) as on_progress:
         evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
-    finally:
-        if progress.live.is_started:
-            progress.stop()
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
     console.print(f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
                   f"{convention} (as stored in the dataset)")

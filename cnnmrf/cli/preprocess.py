@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cnnmrf.cli.console import console
+from cnnmrf.cli.console import console, progress_bar
 from cnnmrf.cli.options import Force, Workers
 from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
 
@@ -36,23 +35,9 @@ def preprocess(
     config = PreprocessConfig(input_size=input_size, crop_scale=crop_scale, heatmap_stride=heatmap_stride,
                               heatmap_sigma=sigma, observer_centric=not person_centric)
     command = "cnnmrf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    columns = (TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    progress = Progress(*columns, console=console, transient=False)
-    task = progress.add_task("preprocess", total=None, rate="")
-
-    def on_progress(done: int, total: int) -> None:
-        if done == 1:
-            progress.start()  # only once the inputs have been checked
-        elapsed = progress.tasks[0].elapsed or 1e-9
-        progress.update(task, completed=done, total=total, rate=f"{done / elapsed:.0f} img/s")
-
-    try:
+    with progress_bar("preprocess", show_rate=True) as on_progress:
         report = preprocess_flic(flic, out, config, workers=workers, limit=limit, skip_bad=skip_bad, force=force,
                                  command=command, on_progress=on_progress)
-    finally:
-        if progress.live.is_started:
-            progress.stop()
     for file, reason in report.bad:
         console.print(f"[yellow]skipped[/] {file}: {reason}")
     counts = ", ".join(f"{n} {split}" for split, n in report.counts.items())
