@@ -39,7 +39,7 @@ from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops, resolve_device
 from cnnmrf.files import atomic_write_bytes
-from cnnmrf.joints import JOINT_NAMES, SKELETON
+from cnnmrf.joints import JOINT_NAMES, SKELETON, TORSO_PARTS
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
 from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -223,9 +223,9 @@ def box_from_joints(
 
     Shapes: joints (K, 2) original pixels, previous (4,) -> (4,); image_size is (width, height).
     """
-    names = {name: i for i, name in enumerate(JOINT_NAMES)}
-    shoulders = joints[[names["lsho"], names["rsho"]]].mean(axis=0)  # (2,)
-    hips = joints[[names["lhip"], names["rhip"]]].mean(axis=0)  # (2,)
+    lsho, rsho, lhip, rhip = TORSO_PARTS
+    shoulders = joints[[lsho, rsho]].mean(axis=0)  # (2,)
+    hips = joints[[lhip, rhip]].mean(axis=0)  # (2,)
     before = previous[3] - previous[1]
     height = float(np.clip(np.linalg.norm(shoulders - hips), before / max_change, before * max_change))
     centre = np.clip(joints[TORSO], 0, np.asarray(image_size, dtype=np.float64) - 1)  # (2,)
