@@ -14,7 +14,7 @@ from cnnmrf.models.spatial import SpatialConfig
 
 # Input side used for each preset's shape check: the preset's own size, except `paper` (256 px, wide layers),
 # which is checked on 64 px crops to stay cheap (the layers do not depend on the input size).
-SHAPE_SIDE = {"small": 128, "paper": 64, "tiny": 64}
+SHAPE_SIDE = {"small": 128, "small-hr": 128, "paper": 64, "tiny": 64}
 
 
 def tiny_config(**overrides: object) -> DetectorConfig:
@@ -35,10 +35,10 @@ def assert_gradients_reach_all(module: torch.nn.Module, min_nonzero: float = 0.9
 
 
 def test_presets_are_complete() -> None:
-    assert set(DETECTOR_PRESETS) == {"small", "paper", "tiny"}
+    assert set(DETECTOR_PRESETS) == {"small", "small-hr", "paper", "tiny"}
     for name, make in DETECTOR_PRESETS.items():
         config = make()
-        assert config.num_joints == 10 and config.stride == 4, name
+        assert config.num_joints == 10 and config.stride == (2 if name == "small-hr" else 4), name
         assert config.input_size % (4 * 2 ** (config.num_scales - 1)) == 0, name
         assert make() is not make(), "presets must return fresh configs (the loop mutates input_size)"
 
@@ -51,7 +51,7 @@ def test_output_shape_every_preset(preset: str) -> None:
     side = SHAPE_SIDE[preset]
     with torch.no_grad():
         out = model(torch.rand(2, 3, side, side))
-    assert out.shape == (2, config.num_joints, side // 4, side // 4)
+    assert out.shape == (2, config.num_joints, side // config.stride, side // config.stride)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
 
@@ -64,13 +64,33 @@ def test_small_preset_at_its_input_size() -> None:
     assert out.shape == (1, 10, config.input_size // 4, config.input_size // 4)
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.parametrize("preset", ["tiny", "small", "small-hr"])
 def test_gradient_reaches_every_parameter(preset: str) -> None:
     torch.manual_seed(0)
     model = PartDetector(DETECTOR_PRESETS[preset]()).train()
-    out = model(torch.rand(2, 3, 64, 64))  # (2, 10, 16, 16)
+    if model.refine is not None:  # its zero-initialised output layer would block the gradient to the layer before
+        torch.nn.init.normal_(model.refine[-1].weight, std=0.1)
+    out = model(torch.rand(2, 3, 64, 64))  # (2, 10, 64 / stride, 64 / stride)
     (out * torch.randn_like(out)).sum().backward()
     assert_gradients_reach_all(model)
+
+
+def test_stride_two_head_starts_as_the_upsampled_stride_four_logits() -> None:
+    """With the same trained layers, output_stride 2 begins exactly as the stride-4 maps resized x2 (bilinear)."""
+    torch.manual_seed(0)
+    coarse = PartDetector(tiny_config()).eval()
+    fine = PartDetector(tiny_config(output_stride=2)).eval()
+    missing, unexpected = fine.load_state_dict(coarse.state_dict(), strict=False)
+    assert not unexpected and missing and all(key.startswith("refine.") for key in missing)
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.nn.functional.interpolate(coarse(image), scale_factor=2, mode="bilinear")  # (2, 10, 32, 32)
+        torch.testing.assert_close(fine(image), expected)
+
+
+def test_output_stride_must_be_two_or_four() -> None:
+    with pytest.raises(ValueError, match="output_stride"):
+        PartDetector(tiny_config(output_stride=8))
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
@@ -186,7 +206,7 @@ def test_pose_config_round_trip(preset: str, with_spatial: bool) -> None:
     assert isinstance(back.detector.bank_channels, tuple) and isinstance(back.detector.head_channels, tuple)
     if with_spatial:
         assert isinstance(back.spatial, SpatialConfig) and back.spatial.heatmap_size == (
-            detector.input_size // 4, detector.input_size // 4)
+            detector.input_size // detector.stride, detector.input_size // detector.stride)
         assert back.spatial.histogram_sigma == 2.0
     else:
         assert back.spatial is None

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import LOSSES, peak_normalised
-from cnnmrf.models.detector import DETECTOR_PRESETS
+from cnnmrf.models.detector import DETECTOR_PRESETS, DetectorConfig
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
 from cnnmrf.models.spatial import displacement_histograms
 from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -97,6 +97,10 @@ def train(
     if model.config.detector.input_size != prep.input_size:
         raise CnnmrfError(f"the model expects {model.config.detector.input_size}px inputs but {data} holds "
                           f"{prep.input_size}px crops; preprocess with --input-size {model.config.detector.input_size}")
+    if model.config.detector.stride != prep.heatmap_stride:
+        raise CnnmrfError(f"the model's heatmap stride is {model.config.detector.stride} but {data} holds targets at "
+                          f"stride {prep.heatmap_stride}; preprocess with --heatmap-stride "
+                          f"{model.config.detector.stride}")
     model.to(device)
     if config.stage == "mrf":
         model.detector.requires_grad_(False)
@@ -246,7 +250,7 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
         return model
     if detector_ckpt is not None:
         detector = model_from_checkpoint(load_checkpoint(detector_ckpt)).detector
-        detector_config = detector.config
+        detector_config = _upgraded_config(detector.config, config.preset)
     else:
         detector, detector_config = None, DETECTOR_PRESETS[config.preset]()
         detector_config.input_size = input_size
@@ -255,7 +259,9 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
         spatial = spatial_config_for(detector_config)
     model = PoseModel(PoseConfig(detector=detector_config, spatial=spatial))
     if detector is not None:
-        model.detector.load_state_dict(detector.state_dict())
+        missing, unexpected = model.detector.load_state_dict(detector.state_dict(), strict=False)
+        if unexpected or any(not key.startswith("refine.") for key in missing):
+            raise CnnmrfError(f"the detector in {detector_ckpt} does not fit the model being trained")
     if model.spatial is not None:
         # Initialise the pairwise priors from the training split's joint displacements (heatmap pixels).
         hm_joints = input_to_heatmap(joints, detector_config.stride)  # (N, K, 2)
@@ -263,6 +269,18 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
                                        model.spatial.config.histogram_sigma)
         model.spatial.init_from_histogram(hist)
     return model
+
+
+def _upgraded_config(checkpoint: DetectorConfig, preset: str) -> DetectorConfig:
+    """The checkpoint's detector config, with the stride-2 head if ``preset`` is the same network plus that head.
+
+    So ``--init`` of a `small` checkpoint with ``--preset small-hr`` keeps every trained layer and adds the
+    (zero-initialised) stride-2 correction; any other preset leaves the checkpoint's config as it is.
+    """
+    wanted = DETECTOR_PRESETS[preset]()
+    head = {"output_stride": wanted.output_stride, "refine_channels": wanted.refine_channels}
+    same_body = replace(wanted, input_size=checkpoint.input_size) == replace(checkpoint, **head)
+    return replace(checkpoint, **head) if same_body else checkpoint
 
 
 def build_optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
