@@ -34,7 +34,8 @@ from cnnmrf.training.config import TrainConfig
 NO_AUGMENT = AugmentConfig(scale=0.0, rotation=0.0, shift=0.0, flip=0.0, color=0.0)
 CHECKPOINT_KEYS = {"format", "model_config", "preprocess", "joint_names", "train_config", "model", "optimizer",
                    "scheduler", "epoch", "best_pck", "history", "rng"}
-METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction"}
+METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction",
+               "precision"}
 PCK_GROUPS = {"wrist", "elbow", "shoulder", "hip", "mean"}
 
 

@@ -9,7 +9,8 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force
+from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force, PrecisionOpt
+from cnnmrf.devices import Precision
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
 from cnnmrf.evaluation.inference import parse_scales
 from cnnmrf.evaluation.report import pck_table
@@ -27,20 +28,23 @@ def evaluate(
     no_refine: Annotated[bool, typer.Option("--no-refine", help="No sub-pixel peak refinement.")] = False,
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     limit: Annotated[int | None, typer.Option(help="Only the first N test examples (quick looks).", min=1)] = None,
     force: Force = False,
 ) -> None:
     """Score a checkpoint on the test split: PCK at r = 0.05..0.2 and the 0.01..0.5 curve, in original pixels."""
     options = EvaluateOptions(use_spatial=not no_mrf, flip_test=flip_test, scales=parse_scales(scales),
-                              refine=not no_refine, batch_size=batch_size, device=device, limit=limit, force=force)
+                              refine=not no_refine, batch_size=batch_size, device=device, precision=precision,
+                              limit=limit, force=force)
     checkpoint = checkpoint or default_checkpoint()
     with progress_bar("evaluate", transient=True) as on_progress:
         evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
     console.print(f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
-                  f"{convention} (as stored in the dataset)")
+                  f"{convention} (as stored in the dataset); precision {evaluation.precision}")
     for name, result in evaluation.results.items():
         console.print(pck_table(result, title=f"test PCK (%), {LABELS[name]}"))
     files = ", ".join(str(f) for f in evaluation.files)
     console.print(f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "
-                  f"wrote {files} in {evaluation.seconds:.1f} s")
+                  f"wrote {files} in {evaluation.seconds:.1f} s "
+                  f"({evaluation.num_examples / evaluation.seconds:.1f} crops/s, {evaluation.precision})")

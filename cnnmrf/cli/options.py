@@ -7,11 +7,18 @@ from typing import Annotated
 
 import typer
 
+from cnnmrf.devices import Precision
+
 DataPath = Annotated[Path, typer.Argument(help="HDF5 dataset made by `cnnmrf preprocess`.", show_default=False)]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.jsonl.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0: all cores).", min=0)]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", help="The detector's arithmetic. auto: bf16 where the device computes it natively "
+                 "(CPU with AMX or AVX512-BF16, CUDA GPU with bf16), else fp32."),
+]
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c", help="Checkpoint (.pt); default: the bundled FLIC-trained weights."),

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, fail
-from cnnmrf.cli.options import CheckpointOpt, Device, Force
+from cnnmrf.cli.options import CheckpointOpt, Device, Force, PrecisionOpt
+from cnnmrf.devices import Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.predict import (
     PosePrediction,
@@ -38,6 +39,7 @@ def predict(
     no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
 ) -> None:
     """Predict the 10 upper-body joints of the (one) person in each image; write JSON and a drawn skeleton.
@@ -45,8 +47,8 @@ def predict(
     Exits 1 if any image failed (each failure is one error line; the other images are still processed).
     """
     torso_box = parse_box(box) if box is not None else None
-    predictor = PosePredictor.from_checkpoint(checkpoint or default_checkpoint(), device, use_spatial=not no_mrf,
-                                              flip_test=flip_test)
+    predictor = PosePredictor.from_checkpoint(checkpoint or default_checkpoint(), device, precision,
+                                              use_spatial=not no_mrf, flip_test=flip_test)
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:
         fail(problem)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cnnmrf.cli.console import console
-from cnnmrf.cli.options import DataPath, Device, Force, OutDir
+from cnnmrf.cli.options import DataPath, Device, Force, OutDir, PrecisionOpt
 from cnnmrf.training.config import TrainConfig
 from cnnmrf.training.loop import train
 
@@ -58,6 +58,7 @@ def train_detector(
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
     device: Device = _D.device,
+    precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
     force: Force = False,
@@ -65,7 +66,7 @@ def train_detector(
     """Train the part detector alone (paper section 3.1)."""
     _run("detector", data, out, resume, force, detector=init, preset=preset, epochs=epochs, batch_size=batch_size,
          lr=lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
-         max_steps_per_epoch=max_steps)
+         precision=precision, max_steps_per_epoch=max_steps)
 
 
 def train_mrf(
@@ -80,6 +81,7 @@ def train_mrf(
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
     device: Device = _D.device,
+    precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
     force: Force = False,
@@ -87,7 +89,7 @@ def train_mrf(
     """Train the spatial model (MRF) on the heatmaps of a frozen part detector (paper section 3.2)."""
     _run("mrf", data, out, resume, force, detector=detector, epochs=epochs, batch_size=batch_size,
          spatial_lr=spatial_lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
-         max_steps_per_epoch=max_steps)
+         precision=precision, max_steps_per_epoch=max_steps)
 
 
 def train_joint(
@@ -106,6 +108,7 @@ def train_joint(
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
     device: Device = _D.device,
+    precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
     force: Force = False,
@@ -113,4 +116,5 @@ def train_joint(
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
     _run("joint", data, out, resume, force, detector=detector, mrf=mrf, preset=preset, epochs=epochs,
          batch_size=batch_size, lr=lr, spatial_lr=spatial_lr, detector_loss_weight=detector_loss_weight,
-         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, max_steps_per_epoch=max_steps)
+         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, precision=precision,
+         max_steps_per_epoch=max_steps)

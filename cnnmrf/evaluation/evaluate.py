@@ -12,8 +12,9 @@ import numpy as np
 
 from cnnmrf.data.dataset import open_dataset_file
 from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows, resolve_device
+from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
 from cnnmrf.models.pose import PoseModel
@@ -34,6 +35,7 @@ class EvaluateOptions:
     refine: bool = True  # sub-pixel peak refinement
     batch_size: int = 32  # crops per forward pass
     device: str = "auto"  # auto, cpu or cuda
+    precision: Precision = Precision.auto  # the detector's arithmetic: bf16 where native, else fp32
     limit: int | None = None  # only the first N test examples
     force: bool = False  # overwrite existing outputs
 
@@ -47,6 +49,7 @@ class Evaluation:
     num_examples: int  # test examples scored
     observer_centric: bool  # ground-truth convention of the dataset
     seconds: float
+    precision: str = "fp32"  # the detector's arithmetic: fp32 or bf16
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -130,11 +133,12 @@ def evaluate_checkpoint(
     state = load_checkpoint(checkpoint)
     check_geometry(state, prep, checkpoint, data)
     device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
     model: PoseModel = model_from_checkpoint(state).to(device).eval()
 
     sets = predict_rows(model, data, "test", rows, batch_size=options.batch_size, device=device,
                             use_spatial=options.use_spatial, flip_test=options.flip_test, refine=options.refine,
-                            scales=options.scales, on_progress=on_progress)
+                            scales=options.scales, dtype=precision.dtype, on_progress=on_progress)
     results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}
     headline = FULL if FULL in results else DETECTOR
     seconds = time.perf_counter() - started
@@ -153,10 +157,11 @@ def evaluate_checkpoint(
         "split": "test",
         "observer_centric": bool(prep.observer_centric),
         "num_test_examples": int(total),
-        "options": {**asdict(options), "scales": list(options.scales), "spatial_model": model.spatial is not None},
+        "options": {**asdict(options), "scales": list(options.scales), "spatial_model": model.spatial is not None,
+                    "precision": precision.name, "precision_reason": precision.reason},
         "seconds": round(seconds, 2),
     }
     save_metrics(out / "metrics.json", results[headline], extra)
     return Evaluation(results=results, headline=headline, num_examples=len(rows),
-                      observer_centric=bool(prep.observer_centric), seconds=seconds,
+                      observer_centric=bool(prep.observer_centric), seconds=seconds, precision=precision.name,
                       files=[out / name for name in OUTPUT_NAMES])

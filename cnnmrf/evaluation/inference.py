@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
 from cnnmrf.data.heatmaps import decode_heatmaps
+from cnnmrf.devices import autocast
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel
@@ -25,26 +26,6 @@ class Joints(NamedTuple):
 
     joints: np.ndarray
     scores: np.ndarray
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device.
-
-    Raises:
-        CnnmrfError: an unknown name, or CUDA asked for without a GPU.
-    """
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise CnnmrfError(f"--device must be auto, cpu or cuda, not {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnmrfError(f"--device {name} was asked for but no CUDA GPU is available")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise CnnmrfError(f"--device {name!r} is not a valid device ({err})") from err
 
 
 def heatmap_to_original(coords: np.ndarray, transforms: np.ndarray, stride: int) -> np.ndarray:
@@ -112,6 +93,7 @@ def predict_heatmap_sets(
     use_spatial: bool = True,
     flip_test: bool = False,
     scales: Sequence[float] = (1.0,),
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """Detector and (when used) spatial-model heatmaps of a batch of crops, from the same forward passes.
 
@@ -127,6 +109,7 @@ def predict_heatmap_sets(
         use_spatial: also run the spatial model (if the model has one).
         flip_test: average with the mirrored crops.
         scales: zoom factors about the crop centre (> 1 enlarges the person).
+        dtype: the detector's arithmetic, float32 or bfloat16 (autocast; the spatial model stays float32).
 
     Returns:
         ``{"detector": (B, K, H, W)}`` plus ``"full": (B, K, H, W)`` when the spatial model ran; higher is better.
@@ -137,7 +120,8 @@ def predict_heatmap_sets(
     for scale in scales:
         zoomed = images if scale == 1.0 else zoom_images(images, scale)  # (B, 3, S, S)
         for flip in (False, True) if flip_test else (False,):
-            out = model(zoomed.flip(-1) if flip else zoomed, use_spatial=use_spatial)
+            with autocast(images.device, dtype):
+                out = model(zoomed.flip(-1) if flip else zoomed, use_spatial=use_spatial)
             maps = {DETECTOR: out["detector"].float(), **({FULL: out["spatial"].float()} if "spatial" in out else {})}
             for name, m in maps.items():  # (B, K, H, W) each
                 if flip:
@@ -194,6 +178,7 @@ def predict_crops(
     flip_test: bool = False,
     refine: bool = True,
     scales: Sequence[float] = (1.0,),
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Joints]:
     """Joints of a batch of model-input crops, for the detector alone and (when it ran) the full model.
 
@@ -206,12 +191,13 @@ def predict_crops(
         flip_test: average with the mirrored crops.
         refine: sub-pixel peak refinement.
         scales: multi-scale testing zoom factors.
+        dtype: the detector's arithmetic (float32 or bfloat16).
 
     Returns:
         ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran.
     """
     images = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales)  # name -> (B, K, H, W)
+    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales, dtype)  # name -> (B, K, H, W)
     stride = model.config.detector.stride
     return {name: decode_to_original(m, transforms, stride, refine) for name, m in maps.items()}
 
@@ -228,6 +214,7 @@ def predict_rows(
     flip_test: bool = False,
     refine: bool = True,
     scales: Sequence[float] = (1.0,),
+    dtype: torch.dtype = torch.float32,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Joints]:
     """Predict joints for rows of a split of the HDF5 dataset, detector alone and full model in one pass.
@@ -243,6 +230,7 @@ def predict_rows(
         flip_test: average with the mirrored crops.
         refine: sub-pixel peak refinement.
         scales: multi-scale testing zoom factors.
+        dtype: the detector's arithmetic (float32 or bfloat16).
         on_progress: called with (done, total) after each batch.
 
     Returns:
@@ -261,7 +249,7 @@ def predict_rows(
             crops = group["images"][unique][inverse]  # (B, S, S, 3) uint8
             transforms = group["transform"][unique][inverse]  # (B, 2, 3)
             for name, joints in predict_crops(model, crops, transforms, device, use_spatial, flip_test, refine,
-                                              scales).items():
+                                              scales, dtype).items():
                 parts.setdefault(name, []).append(joints)
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(rows)), len(rows))

@@ -36,8 +36,9 @@ from cnnmrf.data.geometry import crop_transform, heatmap_to_input
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops, resolve_device
+from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops
 from cnnmrf.files import atomic_write_bytes
 from cnnmrf.joints import JOINT_NAMES, SKELETON, TORSO_PARTS
 from cnnmrf.models.detector import PartDetector
@@ -337,9 +338,11 @@ class PosePredictor:
     use_spatial: bool = True  # run the spatial model (if the model has one)
     flip_test: bool = False  # average with the mirrored crop
     search: SearchConfig = field(default_factory=SearchConfig)
+    dtype: torch.dtype = torch.float32  # the detector's arithmetic: float32 or bfloat16 (autocast)
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto", **options: Any) -> PosePredictor:
+    def from_checkpoint(cls, path: Path, device: str = "auto", precision: Precision | str = Precision.auto,
+                        **options: Any) -> PosePredictor:
         """Load a checkpoint (its model and crop geometry) onto ``device``; ``options`` set the other fields.
 
         Raises:
@@ -351,7 +354,8 @@ class PosePredictor:
         except (KeyError, TypeError) as err:
             raise CnnmrfError(f"checkpoint {path} records no valid crop geometry (preprocess settings)") from err
         dev = resolve_device(device)
-        return cls(model_from_checkpoint(state).to(dev).eval(), prep, dev, **options)
+        dtype = resolve_precision(precision, dev).dtype
+        return cls(model_from_checkpoint(state).to(dev).eval(), prep, dev, dtype=dtype, **options)
 
     @property
     def torso_px(self) -> float:
@@ -360,7 +364,8 @@ class PosePredictor:
 
     def find_person(self, image: Image.Image, decode_factor: float = 1.0) -> PersonHypothesis:
         """The best person hypothesis in a photo (see :func:`find_person`)."""
-        return find_person(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
+        with autocast(self.device, self.dtype):
+            return find_person(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
 
     def predict_images(
         self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray | None],
@@ -418,7 +423,7 @@ class PosePredictor:
             crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
             transforms.append(transform)
         sets = predict_crops(self.model, np.stack(crops), np.stack(transforms), self.device,
-                             use_spatial=self.use_spatial, flip_test=self.flip_test)
+                             use_spatial=self.use_spatial, flip_test=self.flip_test, dtype=self.dtype)
         return final_joints(sets)
 
     def predict_image(

@@ -134,4 +134,9 @@ def _tiny() -> DetectorConfig:
     return DetectorConfig(input_size=64, bank_channels=(8, 8, 16), head_channels=(16, 16), head_kernel=5)
 
 
-DETECTOR_PRESETS: dict[str, Callable[[], DetectorConfig]] = {"small": _small, "small-hr": _small_hr, "paper": _paper, "tiny": _tiny}
+DETECTOR_PRESETS: dict[str, Callable[[], DetectorConfig]] = {
+    "small": _small,
+    "small-hr": _small_hr,
+    "paper": _paper,
+    "tiny": _tiny,
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cnnmrf.data.dataset import AugmentConfig
+from cnnmrf.devices import Precision
 
 STAGES = ("detector", "mrf", "joint")
 
@@ -35,6 +36,6 @@ class TrainConfig:
     seed: int = 0  # seeds initialisation, the train/val split, shuffling and augmentation
     workers: int = 2  # DataLoader worker processes
     device: str = "auto"  # auto, cpu or cuda
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    precision: Precision = Precision.auto  # detector arithmetic: bf16 where native (AMX, AVX512-BF16, CUDA), else fp32
     max_steps_per_epoch: int = 0  # cut epochs short (0: full epochs); for smoke tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentations

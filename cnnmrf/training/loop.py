@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -21,8 +22,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnmrf.data.dataset import FlicDataset, open_dataset_file
 from cnnmrf.data.geometry import input_to_heatmap
+from cnnmrf.devices import autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import final_joints, predict_rows, resolve_device
+from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
@@ -119,7 +121,11 @@ def train(
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                             else None)
     loss_fn = LOSSES[config.loss]
-    autocast = device.type == "cuda" and config.amp
+    precision = resolve_precision(config.precision, device)
+    if precision.dtype == torch.bfloat16:
+        model.detector.to(memory_format=torch.channels_last)  # the layout oneDNN's bf16 convolutions want
+    if console is not None:
+        console.print(f"precision {precision.name} ({precision.reason}) on {device}")
 
     base_state = {
         "model_config": model.config.to_dict(),
@@ -146,11 +152,13 @@ def train(
                 break
             wait += time.perf_counter() - fetched
             images = batch["image"].to(device, non_blocking=True)  # (B, 3, S, S)
+            if precision.dtype == torch.bfloat16:
+                images = images.contiguous(memory_format=torch.channels_last)
             target = batch["heatmaps"].to(device, non_blocking=True)  # (B, K, H, W)
             visible = batch["visible"].to(device, non_blocking=True)  # (B, K)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            with autocast(device, precision.dtype):
                 out_maps = wrapped(images)
-                loss = stage_loss(config, loss_fn, out_maps, target, visible)
+            loss = stage_loss(config, loss_fn, out_maps, target, visible)  # float32
             if not torch.isfinite(loss):
                 if progress:
                     progress.stop()
@@ -174,11 +182,12 @@ def train(
 
         # ---- validation, logging and checkpoints (rank 0) ---------------------------------------------------------
         if main_process:
-            result = _validate(model, data, val_rows, device)
+            result = _validate(model, data, val_rows, device, precision.dtype)
             val = {name: 100 * result.at(name, 0.2) for name in ("wrist", "elbow", "shoulder", "hip", "mean")}
             metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, steps_per_epoch), "val_pck@0.2": val,
                        "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
-                       "images_per_s": round(seen / seconds, 2), "data_wait_fraction": round(wait / seconds, 4)}
+                       "images_per_s": round(seen / seconds, 2), "data_wait_fraction": round(wait / seconds, 4),
+                       "precision": precision.name}
             history.append(metrics)
             if console is not None:
                 console.print(pck_table(result, title=f"epoch {epoch + 1}: validation PCK ({len(val_rows)} held-out)"))
@@ -334,13 +343,14 @@ def stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: d
 
 
 @torch.no_grad()
-def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device) -> PCKResult:
+def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> PCKResult:
     """PCK of the current model on the held-out rows, in original-image pixels."""
     if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
     with h5py.File(data, "r") as h5:
         truth = h5["train"]["joints"][:][rows]  # (N, K, 2) original pixels
-    pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device)).joints
+    pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device, dtype=dtype)).joints
     return evaluate_pck(pred, truth)
 
 
@@ -358,6 +368,8 @@ def _progress(console: Console | None, epoch: int, epochs: int) -> Progress | No
 
 def _jsonable(value: Any) -> Any:
     """Tuples to lists, recursively, so a config is plain data."""
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
