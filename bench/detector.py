@@ -1,19 +1,20 @@
-"""Benchmark the part detector: forward and training throughput, FLOPs, and the share of the machine's GEMM peak."""
+"""Benchmark the part detector in float32 and bfloat16: training and inference throughput against the GEMM peaks."""
 
-# Usage (from the repository root): python bench/detector.py [--preset small --batch 16 --iters 5 --threads 2]
+# Usage (from the repository root): python bench/detector.py [--preset small-hr --batch 16 --iters 5 --threads 2]
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import gemm_gflops, median_seconds  # bench/timing.py, beside this script
 from torch import nn
 
+from cnnmrf.devices import autocast, resolve_precision
 from cnnmrf.models.detector import DETECTOR_PRESETS, PartDetector
+
+DEFAULT_PRESET = "small-hr"  # the bundled model's preset
 
 
 def conv_flops_per_image(model: nn.Module, image: torch.Tensor) -> float:
@@ -40,40 +41,50 @@ def conv_flops_per_image(model: nn.Module, image: torch.Tensor) -> float:
     return total[0]
 
 
-def median_seconds(fn: Callable[[], object], warmup: int, iters: int) -> float:
-    """Median wall time of ``fn()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def throughput(model: PartDetector, images: torch.Tensor, dtype: torch.dtype, warmup: int,
+               iters: int) -> tuple[float, float]:
+    """(inference, training) images/s of ``model`` on ``images`` with the detector's arithmetic in ``dtype``."""
+    device = images.device
+    if dtype == torch.bfloat16:  # what the training loop does for bf16: channels_last model and inputs
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    weights = None
 
+    def forward() -> None:
+        with torch.no_grad(), autocast(device, dtype):
+            model(images)
 
-def gemm_gflops(size: int, warmup: int, iters: int) -> float:
-    """GFLOP/s of a float32 ``size x size`` matrix product (median of ``iters``), the machine's practical peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    seconds = median_seconds(lambda: torch.mm(a, b), warmup, iters)
-    return 2.0 * size**3 / seconds / 1e9
+    def train_step() -> None:
+        nonlocal weights
+        model.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = model(images)
+        weights = torch.randn(out.shape) if weights is None else weights
+        (out.float() * weights).sum().backward()
+
+    model.eval()
+    infer_s = median_seconds(forward, warmup, iters)
+    model.train()
+    train_s = median_seconds(train_step, warmup, iters)
+    model.to(memory_format=torch.contiguous_format)
+    return images.shape[0] / infer_s, images.shape[0] / train_s
 
 
 def main() -> None:
     """Parse options, run the measurements and print human lines then one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="small", choices=sorted(DETECTOR_PRESETS))
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(DETECTOR_PRESETS))
     parser.add_argument("--size", type=int, default=0, help="input side (0: the preset's input size)")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--gemm-size", type=int, default=2048)
-    parser.add_argument("--gemm-iters", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--gemm-size", type=int, default=1024)
+    parser.add_argument("--gemm-iters", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="a short check: 1 warm-up, 2 timed iterations")
+    parser.add_argument("--quick", action="store_true", help="a short check: batch 4, 1 timed iteration")
     args = parser.parse_args()
     if args.quick:
-        args.warmup, args.iters, args.gemm_iters = 1, 2, 3
+        args.batch, args.warmup, args.iters, args.gemm_iters = 4, 1, 1, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -83,46 +94,32 @@ def main() -> None:
     model = PartDetector(config)
     images = torch.rand(args.batch, 3, size, size)
     flops = conv_flops_per_image(model, images)
-    weights = torch.randn(args.batch, config.num_joints, size // 4, size // 4)
+    auto = resolve_precision("auto", torch.device("cpu"))
+    result: dict[str, object] = {"preset": args.preset, "input_size": size, "batch": args.batch,
+                                 "threads": torch.get_num_threads(), "auto_precision": auto.name,
+                                 "auto_reason": auto.reason, "gflop_per_image_forward": round(flops / 1e9, 4)}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        gemm = gemm_gflops(args.gemm_size, dtype, 1, args.gemm_iters)
+        infer, train = throughput(model, images, dtype, args.warmup, args.iters)
+        result |= {f"gemm_gflops_{name}": round(gemm, 2), f"infer_images_per_s_{name}": round(infer, 2),
+                   f"train_images_per_s_{name}": round(train, 2),
+                   f"train_gflops_{name}": round(train * 3 * flops / 1e9, 2)}  # backward ~ 2x forward
+    peak = max(result["gemm_gflops_fp32"], result["gemm_gflops_bf16"])  # type: ignore[type-var]
+    result["bf16_over_fp32_train"] = round(result["train_images_per_s_bf16"] / result["train_images_per_s_fp32"], 3)
+    result["fraction_of_bf16_gemm_peak"] = round(result["train_gflops_bf16"] / result["gemm_gflops_bf16"], 4)
+    best_train = max(result["train_gflops_fp32"], result["train_gflops_bf16"])  # type: ignore[type-var]
+    result["fraction_of_best_gemm_peak"] = round(best_train / peak, 4)
 
-    def forward() -> None:
-        with torch.no_grad():
-            model(images)
-
-    def train_step() -> None:
-        model.zero_grad(set_to_none=True)
-        (model(images) * weights).sum().backward()
-
-    model.eval()
-    forward_s = median_seconds(forward, args.warmup, args.iters)
-    model.train()
-    train_s = median_seconds(train_step, args.warmup, args.iters)
-    gemm = gemm_gflops(args.gemm_size, 1, args.gemm_iters)
-
-    ips_forward = args.batch / forward_s
-    ips_train = args.batch / train_s
-    gflops_forward = ips_forward * flops / 1e9
-    gflops_train = ips_train * 3 * flops / 1e9  # backward ~ 2x forward (input and weight gradients)
-    threads = torch.get_num_threads()
-    print(f"detector preset {args.preset}: {size}x{size} input, batch {args.batch}, {threads} threads, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-    print(f"  conv FLOPs: {flops / 1e9:.3f} GFLOP/image forward, ~{3 * flops / 1e9:.3f} forward+backward")
-    print(f"  forward (eval, no grad): {ips_forward:.1f} images/s = {gflops_forward:.1f} GFLOP/s")
-    print(f"  forward+backward (train): {ips_train:.1f} images/s = {gflops_train:.1f} GFLOP/s")
-    print(f"  float32 {args.gemm_size}^2 GEMM: {gemm:.1f} GFLOP/s -> training reaches {gflops_train / gemm:.1%} of it")
-    print(json.dumps({
-        "preset": args.preset,
-        "input_size": size,
-        "batch": args.batch,
-        "images_per_s_forward": round(ips_forward, 2),
-        "images_per_s_train": round(ips_train, 2),
-        "gflop_per_image_forward": round(flops / 1e9, 4),
-        "gflops_forward": round(gflops_forward, 2),
-        "gflops_train": round(gflops_train, 2),
-        "gemm_gflops": round(gemm, 2),
-        "fraction_of_gemm_peak": round(gflops_train / gemm, 4),
-        "threads": threads,
-    }))
+    print(f"detector preset {args.preset}: {size}x{size} input, batch {args.batch}, {result['threads']} threads, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {flops / 1e9:.3f} GFLOP/image forward")
+    print(f"auto precision on this CPU: {auto.name} ({auto.reason})")
+    for name in ("fp32", "bf16"):
+        infer, train = result[f"infer_images_per_s_{name}"], result[f"train_images_per_s_{name}"]
+        print(f"  {name}: GEMM {result[f'gemm_gflops_{name}']:8.1f} GFLOP/s | inference {infer:6.1f} img/s | "
+              f"training {train:6.1f} img/s = {result[f'train_gflops_{name}']:.1f} GFLOP/s")
+    print(f"  bf16 / fp32 training: {result['bf16_over_fp32_train']:.2f}x; bf16 training reaches "
+          f"{result['fraction_of_bf16_gemm_peak']:.1%} of the bf16 GEMM rate")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

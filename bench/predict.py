@@ -6,36 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from timing import median_seconds  # bench/timing.py, beside this script
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.geometry import crop_transform
 from cnnmrf.data.images import render
+from cnnmrf.devices import resolve_precision
 from cnnmrf.evaluation.inference import predict_crops
 from cnnmrf.evaluation.predict import PosePredictor
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -67,12 +51,12 @@ def main() -> None:
         box = found.box
         timings = {}
         predictor.use_spatial = True
-        timings["search_full"] = median_seconds(lambda: predictor.predict_file(path), args.repeats, device)
-        timings["box_full"] = median_seconds(lambda: predictor.predict_file(path, box), args.repeats, device)
-        timings["search_only"] = median_seconds(lambda: predictor.find_person(image), args.repeats, device)
+        timings["search_full"] = median_seconds(lambda: predictor.predict_file(path), 1, args.repeats, device)
+        timings["box_full"] = median_seconds(lambda: predictor.predict_file(path, box), 1, args.repeats, device)
+        timings["search_only"] = median_seconds(lambda: predictor.find_person(image), 1, args.repeats, device)
         predictor.use_spatial = False
-        timings["search_detector"] = median_seconds(lambda: predictor.predict_file(path), args.repeats, device)
-        timings["box_detector"] = median_seconds(lambda: predictor.predict_file(path, box), args.repeats, device)
+        timings["search_detector"] = median_seconds(lambda: predictor.predict_file(path), 1, args.repeats, device)
+        timings["box_detector"] = median_seconds(lambda: predictor.predict_file(path, box), 1, args.repeats, device)
         predictor.use_spatial = True
     labels = {
         "search_full": "file -> joints, person search + detector + MRF",
@@ -91,14 +75,17 @@ def main() -> None:
     transforms = np.stack([crop_transform(b, prep.input_size, prep.crop_scale) for b in boxes])  # (B, 2, 3)
     crops = np.stack([render(image, t, prep.input_size) for t in transforms])  # (B, S, S, 3)
     model = predictor.model
-    batch_s = {
-        name: median_seconds(lambda s=spatial: predict_crops(model, crops, transforms, device, use_spatial=s),
-                             args.batch_repeats, device)
-        for name, spatial in (("full", True), ("detector", False))
-    }
+    batch_s = {}
+    for precision in ("fp32", "bf16"):  # bf16 is emulated (several times slower) on CPUs without AMX/AVX512-BF16
+        dtype = resolve_precision(precision, device).dtype
+        for name, spatial in (("full", True), ("detector", False)):
+            batch_s[f"{name}_{precision}"] = median_seconds(
+                lambda s=spatial, d=dtype: predict_crops(model, crops, transforms, device, use_spatial=s, dtype=d),
+                1, args.batch_repeats, device)
     for name, seconds in batch_s.items():
-        print(f"crops, batch {args.batch}, {name:8s}: {args.batch / seconds:8.1f} images/s "
+        print(f"crops, batch {args.batch}, {name:13s}: {args.batch / seconds:8.1f} images/s "
               f"({seconds * 1e3:.0f} ms/batch)")
+    print(f"auto precision here: {resolve_precision('auto', device).name} ({resolve_precision('auto', device).reason})")
     print(f"whole pipeline with search + MRF: {1 / timings['search_full']:.1f} images/s (target >= 10 on 2 CPU cores)")
     print(json.dumps({
         "checkpoint": str(checkpoint),

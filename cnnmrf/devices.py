@@ -1,0 +1,99 @@
+"""Where the model runs: the device (CPU or CUDA) and the arithmetic precision (float32 or bfloat16)."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnmrf.errors import CnnmrfError
+
+# CPU flags that mean bfloat16 matrix arithmetic runs in hardware: Intel AMX tiles, or AVX-512 BF16 dot products.
+NATIVE_BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
+
+
+class Precision(str, enum.Enum):
+    """Arithmetic of the part detector's convolutions (the spatial model, losses and decoding stay float32)."""
+
+    auto = "auto"  # bf16 where the device computes it natively, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The precision chosen for a device, and why (for the run summary)."""
+
+    dtype: torch.dtype  # torch.float32 or torch.bfloat16
+    reason: str
+
+    @property
+    def name(self) -> str:
+        """``fp32`` or ``bf16``."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch device.
+
+    Raises:
+        CnnmrfError: an unknown name, or CUDA asked for without a GPU.
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise CnnmrfError(f"--device must be auto, cpu or cuda, not {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnmrfError(f"--device {name} was asked for but no CUDA GPU is available")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise CnnmrfError(f"--device {name!r} is not a valid device ({err})") from err
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist, e.g. macOS)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bfloat16 matrix products in hardware, and what that was decided from."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"CUDA GPU {'with' if ok else 'without'} bfloat16 support"
+    found = sorted(cpu_flags() & set(NATIVE_BF16_CPU_FLAGS))
+    if found:
+        return True, f"CPU has {', '.join(found)}"
+    neither = " nor ".join(NATIVE_BF16_CPU_FLAGS)
+    return False, f"CPU has neither {neither} (bfloat16 would be emulated, several times slower)"
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> Resolved:
+    """``auto`` becomes bf16 where ``device`` computes it natively, else fp32; fp32 and bf16 are taken as asked."""
+    precision = Precision(precision)
+    if precision is Precision.fp32:
+        return Resolved(torch.float32, "asked for (--precision fp32)")
+    if precision is Precision.bf16:
+        return Resolved(torch.bfloat16, "asked for (--precision bf16)")
+    native, why = native_bf16(device)
+    return Resolved(torch.bfloat16 if native else torch.float32, f"auto: {why}")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """bfloat16 autocast on ``device`` when ``dtype`` is bfloat16; a no-op for float32."""
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        yield
