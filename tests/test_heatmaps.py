@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cnnmrf.data.heatmaps import decode_heatmaps, encode_heatmaps
+from cnnmrf.data.heatmaps import decode_heatmaps, decode_heatmaps_dark, encode_heatmaps, gaussian_blur
 
 
 def test_encode_peak_is_one_at_integer_joint() -> None:
@@ -88,3 +88,41 @@ def test_decode_flat_and_negative_maps() -> None:
     coords, scores = decode_heatmaps(logits)  # log-beliefs are negative: the peak is still found and refined
     np.testing.assert_allclose(coords.numpy(), [[4.3, 5.6]], atol=0.05)
     assert scores.item() < 0.1
+
+
+def test_gaussian_blur_keeps_mass_and_spreads_a_spike() -> None:
+    spike = torch.zeros(1, 1, 15, 15)
+    spike[0, 0, 7, 7] = 1.0
+    blurred = gaussian_blur(spike, 1.5)
+    assert abs(float(blurred.sum()) - 1.0) < 1e-5  # away from the edges the kernel sums to 1
+    assert float(blurred[0, 0, 7, 7]) < 0.1 and float(blurred[0, 0, 7, 9]) > 0.01
+    torch.testing.assert_close(blurred, blurred.transpose(-2, -1))  # isotropic
+    assert gaussian_blur(spike, 0.0) is spike
+
+
+def test_dark_recovers_subpixel_centres_of_target_shaped_maps() -> None:
+    """Log of an encoder target is the map a spatial-softmax model is trained towards; DARK finds its centre."""
+    joints = np.array([[[10.3, 7.8], [4.0, 12.45], [15.6, 3.2]]])  # (1, K=3, 2)
+    maps = encode_heatmaps(joints, np.ones((1, 3), bool), (20, 24), sigma=1.5)  # (1, 3, 20, 24)
+    log_maps = torch.log(torch.from_numpy(maps).clamp_min(1e-30))
+    coords, scores = decode_heatmaps_dark(log_maps, sigma=1.5)
+    np.testing.assert_allclose(coords.numpy(), joints, atol=0.05)
+    torch.testing.assert_close(scores, log_maps.amax(dim=(-2, -1)))
+
+
+def test_dark_uses_the_hessian_cross_term() -> None:
+    """An elongated, rotated Gaussian: a per-axis parabola is biased, the 2-D Newton step is not."""
+    ys, xs = torch.meshgrid(torch.arange(21.0), torch.arange(21.0), indexing="ij")
+    cx, cy = 10.4, 9.7
+    u, v = (xs - cx + ys - cy) / 2**0.5, (xs - cx - ys + cy) / 2**0.5  # axes at 45 degrees
+    log_map = -(u**2) / (2 * 3.0**2) - v**2 / (2 * 0.8**2)
+    coords, _ = decode_heatmaps_dark(log_map[None, None], sigma=0.0)
+    assert torch.allclose(coords[0, 0], torch.tensor([cx, cy]), atol=0.03)
+    parabola, _ = decode_heatmaps(log_map[None, None])
+    assert (parabola[0, 0] - torch.tensor([cx, cy])).abs().max() > 0.05
+
+
+def test_dark_on_flat_maps_keeps_the_integer_peak() -> None:
+    coords, _ = decode_heatmaps_dark(torch.zeros(2, 4, 8, 8), sigma=1.0)
+    assert torch.isfinite(coords).all()
+    assert torch.equal(coords, coords.round())
