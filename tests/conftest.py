@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic  # tests/ is on sys.path (rootdir)
 
 from cnnmrf.data.preprocess import PreprocessConfig
+from tests.fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic
 
 
 @pytest.fixture(autouse=True)

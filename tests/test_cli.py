@@ -7,35 +7,12 @@ from pathlib import Path
 
 import h5py
 import pytest
-from fixtures import image_name, write_tiny_flic
-from typer.testing import CliRunner, Result
 
-from cnnmrf.cli.app import app
+from tests.fixtures import image_name, write_tiny_flic
+from tests.helpers import assert_one_line_error, invoke, text
 
 COMMANDS = ("preprocess", "train-detector", "train-mrf", "train-joint", "evaluate", "predict")
 TINY_OPTIONS = ["--input-size", "64", "--heatmap-stride", "4", "--sigma", "1.5", "--workers", "1"]
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def text(result: Result) -> str:
-    """The output with rich's line wrapping undone (whitespace runs collapsed to one space)."""
-    return " ".join(result.output.split())
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> str:
-    """The command failed with exactly one ``error:`` line on stderr and no traceback; returns that line."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:"), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 def test_help_lists_all_commands() -> None:

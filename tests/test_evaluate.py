@@ -9,31 +9,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from fixtures import write_tiny_checkpoint
-from typer.testing import CliRunner, Result
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.app import app
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions
+from tests.fixtures import write_tiny_checkpoint
+from tests.helpers import assert_one_line_error, invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

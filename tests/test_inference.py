@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from fixtures import tiny_model
 from PIL import Image
 
 from cnnmrf.data.geometry import (
@@ -36,6 +35,7 @@ from cnnmrf.evaluation.inference import (
     zoom_images,
 )
 from cnnmrf.joints import FLIP_PERMUTATION
+from tests.fixtures import tiny_model
 
 PERM = list(FLIP_PERMUTATION)
 

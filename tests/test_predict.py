@@ -10,11 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
 from PIL import Image
-from typer.testing import CliRunner, Result
 
-from cnnmrf.cli.app import app
 from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import final_joints, predict_rows
@@ -31,14 +28,12 @@ from cnnmrf.evaluation.predict import (
 )
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.detector import DetectorConfig
+from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
+from tests.helpers import invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1 (centre (80, 60), height 30)
 BUNDLED = Path(__file__).resolve().parents[1] / "cnnmrf" / "weights" / "flic_small.pt"
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

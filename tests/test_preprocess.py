@@ -8,7 +8,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from fixtures import PERSONS, TINY_CONFIG, build_tiny_h5, expected_labels, image_name, write_tiny_flic
 
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.geometry import apply_affine, crop_transform, input_to_heatmap
@@ -21,6 +20,7 @@ from cnnmrf.data.preprocess import (
 )
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import JOINT_NAMES
+from tests.fixtures import PERSONS, TINY_CONFIG, build_tiny_h5, expected_labels, image_name, write_tiny_flic
 
 K = len(JOINT_NAMES)
 SPLIT_INDEX = {s: [i for i, p in enumerate(PERSONS) if p.split == s] for s in ("train", "test")}

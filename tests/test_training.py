@@ -17,10 +17,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
 import cnnmrf.training.loop as loop
-from cnnmrf.cli.app import app
 from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import final_joints, predict_rows
@@ -30,6 +28,7 @@ from cnnmrf.losses import spatial_softmax_cross_entropy
 from cnnmrf.models.pose import PoseModel
 from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.training.config import TrainConfig
+from tests.helpers import invoke
 
 NO_AUGMENT = AugmentConfig(scale=0.0, rotation=0.0, shift=0.0, flip=0.0, color=0.0)
 CHECKPOINT_KEYS = {"format", "model_config", "preprocess", "joint_names", "train_config", "model", "optimizer",
@@ -169,10 +168,6 @@ def test_bad_options(tiny_h5: Path, tmp_path: Path) -> None:
             loop.train(tiny(**overrides), tiny_h5, tmp_path / "run")
     with pytest.raises(CnnmrfError, match="does not exist"):
         loop.train(tiny(), tmp_path / "missing.h5", tmp_path / "run2")
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def check_run(run: Path, stage: str) -> dict[str, Any]:

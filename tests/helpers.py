@@ -1,0 +1,35 @@
+"""Shared test helpers: run the command line in-process and check its one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from cnnmrf.cli.app import app
+
+
+def invoke(*args: str | Path) -> Result:
+    """Run ``cnnmrf ARGS...`` in-process (stdout and stderr captured separately)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def text(result: Result) -> str:
+    """The output with rich's line wrapping undone (whitespace runs collapsed to one space)."""
+    return " ".join(result.output.split())
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """The command exited 1 with exactly one ``error:`` line on stderr, holding every fragment, and no traceback.
+
+    Returns:
+        The error line.
+    """
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
