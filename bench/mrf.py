@@ -74,9 +74,11 @@ def main() -> None:
     x = torch.randn(args.batch, args.joints, args.height, args.width, device=device, requires_grad=True)
     weights = torch.randn_like(x)
 
-    print(f"spatial model fwd+bwd: batch={args.batch} joints={args.joints} heatmap={args.height}x{args.width} "
-          f"kernels={2 * args.height - 1}x{2 * args.width - 1} fft={model.fft_size} device={device} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"spatial model fwd+bwd: batch={args.batch} joints={args.joints} heatmap={args.height}x{args.width} "
+        f"kernels={2 * args.height - 1}x{2 * args.width - 1} fft={model.fft_size} device={device} "
+        f"threads={torch.get_num_threads()}"
+    )
     time_fwd_bwd(model, model, x, weights, 1)  # warm-up (FFT plans, allocator)
     fft_s, fft_out = time_fwd_bwd(model, model, x, weights, args.repeats)
     print(f"fft:    {fft_s * 1e3:10.2f} ms (median of {args.repeats})")
@@ -87,21 +89,25 @@ def main() -> None:
     max_rel_diff = float((fft_out - direct_out).abs().max() / direct_out.abs().max())
     speedup = direct_s / fft_s
     print(f"speedup: {speedup:.1f}x   max relative output difference: {max_rel_diff:.2e}")
-    print(json.dumps({
-        "fft_seconds": fft_s,
-        "direct_seconds": direct_s,
-        "speedup": speedup,
-        "batch": args.batch,
-        "joints": args.joints,
-        "height": args.height,
-        "width": args.width,
-        "fft_repeats": args.repeats,
-        "direct_repeats": args.direct_repeats,
-        "device": str(device),
-        "dtype": "float32",
-        "threads": torch.get_num_threads(),
-        "max_rel_diff": max_rel_diff,
-    }))
+    print(
+        json.dumps(
+            {
+                "fft_seconds": fft_s,
+                "direct_seconds": direct_s,
+                "speedup": speedup,
+                "batch": args.batch,
+                "joints": args.joints,
+                "height": args.height,
+                "width": args.width,
+                "fft_repeats": args.repeats,
+                "direct_repeats": args.direct_repeats,
+                "device": str(device),
+                "dtype": "float32",
+                "threads": torch.get_num_threads(),
+                "max_rel_diff": max_rel_diff,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

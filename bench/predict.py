@@ -44,9 +44,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "astronaut.png"
         Image.fromarray(data.astronaut()).save(path)
-        print(f"predict on {path.name} (512x512 PNG): checkpoint {checkpoint}, {prep.input_size}px crops, "
-              f"spatial model {'yes' if predictor.model.spatial is not None else 'no'}, device {device}, "
-              f"threads {torch.get_num_threads()}, median of {args.repeats}")
+        print(
+            f"predict on {path.name} (512x512 PNG): checkpoint {checkpoint}, {prep.input_size}px crops, "
+            f"spatial model {'yes' if predictor.model.spatial is not None else 'no'}, device {device}, "
+            f"threads {torch.get_num_threads()}, median of {args.repeats}"
+        )
         found, image = predictor.predict_file(path)
         box = found.box
         timings = {}
@@ -81,24 +83,33 @@ def main() -> None:
         for name, spatial in (("full", True), ("detector", False)):
             batch_s[f"{name}_{precision}"] = median_seconds(
                 lambda s=spatial, d=dtype: predict_crops(model, crops, transforms, device, use_spatial=s, dtype=d),
-                1, args.batch_repeats, device)
+                1,
+                args.batch_repeats,
+                device,
+            )
     for name, seconds in batch_s.items():
-        print(f"crops, batch {args.batch}, {name:13s}: {args.batch / seconds:8.1f} images/s "
-              f"({seconds * 1e3:.0f} ms/batch)")
+        print(
+            f"crops, batch {args.batch}, {name:13s}: {args.batch / seconds:8.1f} images/s "
+            f"({seconds * 1e3:.0f} ms/batch)"
+        )
     print(f"auto precision here: {resolve_precision('auto', device).name} ({resolve_precision('auto', device).reason})")
     print(f"whole pipeline with search + MRF: {1 / timings['search_full']:.1f} images/s (target >= 10 on 2 CPU cores)")
-    print(json.dumps({
-        "checkpoint": str(checkpoint),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "input_size": prep.input_size,
-        "repeats": args.repeats,
-        "latency_ms": {k: round(v * 1e3, 2) for k, v in timings.items()},
-        "images_per_s": {k: round(1 / v, 2) for k, v in timings.items()},
-        "batch": args.batch,
-        "batch_images_per_s": {k: round(args.batch / v, 2) for k, v in batch_s.items()},
-        "found_box": [round(float(v), 1) for v in box],
-    }))
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "input_size": prep.input_size,
+                "repeats": args.repeats,
+                "latency_ms": {k: round(v * 1e3, 2) for k, v in timings.items()},
+                "images_per_s": {k: round(1 / v, 2) for k, v in timings.items()},
+                "batch": args.batch,
+                "batch_images_per_s": {k: round(args.batch / v, 2) for k, v in batch_s.items()},
+                "found_box": [round(float(v), 1) for v in box],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,8 +76,10 @@ def main() -> None:
     }
     print(f"preprocessed {images} examples ({report.counts}, {len(report.bad)} bad) from {args.flic}")
     print(f"wall time   {seconds:.2f} s with {workers} worker(s): {images / seconds:.1f} images/s")
-    print(f"peak RSS    {result['peak_rss_mb']} MiB (max of this process {own_mb:.0f} MiB and its largest child "
-          f"{children_mb:.0f} MiB; ru_maxrss, not a sum)")
+    print(
+        f"peak RSS    {result['peak_rss_mb']} MiB (max of this process {own_mb:.0f} MiB and its largest child "
+        f"{children_mb:.0f} MiB; ru_maxrss, not a sum)"
+    )
     print(f"HDF5 size   {hdf5_mb:.1f} MiB ({hdf5_mb * 2**20 / max(images, 1) / 1024:.1f} KiB per example)")
     print(json.dumps(result))
 

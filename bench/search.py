@@ -52,8 +52,9 @@ def main() -> None:
         result[f"refine_{steps}"] = {"box_found": round(float(found), 3), "pck@0.2_mean": round(float(pck), 3)}
         print(f"refine steps {steps}: box found in {found:.1%} of frames, mean PCK@0.2 {pck:.1%}")
     given = predictor.predict_images([(im, 1.0) for im in images], [boxes[r] for r in rows])
-    result["given_box_pck@0.2_mean"] = round(float(np.mean(
-        normalized_distances(np.stack([p.joints for p in given]), truth[rows]) <= 0.2)), 3)
+    result["given_box_pck@0.2_mean"] = round(
+        float(np.mean(normalized_distances(np.stack([p.joints for p in given]), truth[rows]) <= 0.2)), 3
+    )
     print(json.dumps(result))
 
 

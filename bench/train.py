@@ -65,10 +65,10 @@ def main() -> None:
 
     dataset = FlicDataset(data, "train", augment=AugmentConfig(), seed=0)
     needed = (args.warmup + args.steps) * args.batch
-    sampler = RandomSampler(dataset, replacement=len(dataset) < needed, num_samples=needed,
-                            generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers,
-                        drop_last=True)
+    sampler = RandomSampler(
+        dataset, replacement=len(dataset) < needed, num_samples=needed, generator=torch.Generator().manual_seed(0)
+    )
+    loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, num_workers=args.workers, drop_last=True)
     iterator = iter(loader)
     wait = total = 0.0
     for step in range(args.warmup + args.steps):
@@ -89,24 +89,30 @@ def main() -> None:
 
     images_per_s = args.steps * args.batch / total
     wait_fraction = wait / total
-    print(f"training {args.preset} on {data} ({prep.input_size} px crops), batch {args.batch}, {args.workers} workers, "
-          f"{torch.get_num_threads()} threads, {args.steps} timed steps (final loss {loss.item():.3f})")
+    print(
+        f"training {args.preset} on {data} ({prep.input_size} px crops), batch {args.batch}, {args.workers} workers, "
+        f"{torch.get_num_threads()} threads, {args.steps} timed steps (final loss {loss.item():.3f})"
+    )
     print(f"  {images_per_s:.1f} images/s, {wait_fraction:.1%} of step time waiting for data")
     print(f"  one FLIC epoch ({FLIC_TRAIN_EXAMPLES} examples) ~ {FLIC_TRAIN_EXAMPLES / images_per_s:.0f} s")
     print(f"  peak RSS: main process {main_rss:.0f} MiB, largest worker {worker_rss:.0f} MiB")
-    print(json.dumps({
-        "images_per_s": round(images_per_s, 2),
-        "data_wait_fraction": round(wait_fraction, 4),
-        "peak_rss_mb": round(main_rss, 1),
-        "peak_rss_worker_mb": round(worker_rss, 1),
-        "steps": args.steps,
-        "batch_size": args.batch,
-        "workers": args.workers,
-        "preset": args.preset,
-        "input_size": prep.input_size,
-        "threads": torch.get_num_threads(),
-        "epoch_seconds_estimate": round(FLIC_TRAIN_EXAMPLES / images_per_s, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "images_per_s": round(images_per_s, 2),
+                "data_wait_fraction": round(wait_fraction, 4),
+                "peak_rss_mb": round(main_rss, 1),
+                "peak_rss_worker_mb": round(worker_rss, 1),
+                "steps": args.steps,
+                "batch_size": args.batch,
+                "workers": args.workers,
+                "preset": args.preset,
+                "input_size": prep.input_size,
+                "threads": torch.get_num_threads(),
+                "epoch_seconds_estimate": round(FLIC_TRAIN_EXAMPLES / images_per_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

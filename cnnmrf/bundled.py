@@ -20,6 +20,8 @@ def default_checkpoint() -> Path:
     """
     path = Path(__file__).parent / "weights" / BUNDLED_NAME
     if not path.is_file():
-        raise CnnmrfError(f"the bundled weights {path} are missing; pass --checkpoint CKPT (e.g. runs/joint/best.pt "
-                          "from `cnnmrf train-joint`)")
+        raise CnnmrfError(
+            f"the bundled weights {path} are missing; pass --checkpoint CKPT (e.g. runs/joint/best.pt "
+            "from `cnnmrf train-joint`)"
+        )
     return path

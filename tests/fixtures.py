@@ -25,14 +25,30 @@ TINY_CONFIG = PreprocessConfig(input_size=64, crop_scale=3.0, heatmap_stride=4, 
 # FLIC `coords` columns (0-based) of the parts drawn here, and where they sit relative to the torso-box centre in
 # units of torso-box height, for a person facing the camera (the person's left at the larger x).
 PART_COLUMNS: dict[str, int] = {
-    "lsho": 0, "lelb": 1, "lwri": 2, "rsho": 3, "relb": 4, "rwri": 5, "lhip": 6, "rhip": 9, "leye": 12, "reye": 13,
+    "lsho": 0,
+    "lelb": 1,
+    "lwri": 2,
+    "rsho": 3,
+    "relb": 4,
+    "rwri": 5,
+    "lhip": 6,
+    "rhip": 9,
+    "leye": 12,
+    "reye": 13,
     "nose": 16,
 }
 FRONT_LAYOUT: dict[str, tuple[float, float]] = {
-    "lsho": (0.28, -0.42), "lelb": (0.45, -0.02), "lwri": (0.50, 0.35),
-    "rsho": (-0.28, -0.42), "relb": (-0.45, -0.02), "rwri": (-0.50, 0.35),
-    "lhip": (0.18, 0.45), "rhip": (-0.18, 0.45),
-    "leye": (0.07, -0.78), "reye": (-0.07, -0.78), "nose": (0.0, -0.68),
+    "lsho": (0.28, -0.42),
+    "lelb": (0.45, -0.02),
+    "lwri": (0.50, 0.35),
+    "rsho": (-0.28, -0.42),
+    "relb": (-0.45, -0.02),
+    "rwri": (-0.50, 0.35),
+    "lhip": (0.18, 0.45),
+    "rhip": (-0.18, 0.45),
+    "leye": (0.07, -0.78),
+    "reye": (-0.07, -0.78),
+    "nose": (0.0, -0.68),
 }
 LIMBS = (("lsho", "lelb"), ("lelb", "lwri"), ("rsho", "relb"), ("relb", "rwri"), ("lsho", "lhip"), ("rsho", "rhip"))
 
@@ -104,17 +120,19 @@ def tiny_annotations() -> list[dict]:
             coords[:, column] = parts[name]
         w, h = person.height * 2.0 / 3.0, person.height
         torsobox = np.array([person.cx - w / 2, person.cy - h / 2, person.cx + w / 2, person.cy + h / 2], np.float32)
-        records.append({
-            "poselet_hit_idx": rng.integers(1, 150, size=(5, 1)).astype(np.uint16),
-            "moviename": "tiny-movie",
-            "coords": coords,
-            "filepath": image_name(person.image),
-            "imgdims": np.array([[IMAGE_HEIGHT, IMAGE_WIDTH, 3]], np.uint16),
-            "currframe": np.array([[person.image]], np.uint16),
-            "torsobox": torsobox[None],
-            "istrain": np.array([[person.split == "train"]], np.uint8),
-            "istest": np.array([[person.split == "test"]], np.uint8),
-        })
+        records.append(
+            {
+                "poselet_hit_idx": rng.integers(1, 150, size=(5, 1)).astype(np.uint16),
+                "moviename": "tiny-movie",
+                "coords": coords,
+                "filepath": image_name(person.image),
+                "imgdims": np.array([[IMAGE_HEIGHT, IMAGE_WIDTH, 3]], np.uint16),
+                "currframe": np.array([[person.image]], np.uint16),
+                "torsobox": torsobox[None],
+                "istrain": np.array([[person.split == "train"]], np.uint8),
+                "istest": np.array([[person.split == "test"]], np.uint8),
+            }
+        )
     return records
 
 
@@ -208,6 +226,14 @@ def tiny_model(input_size: int = 64, spatial: bool = True, seed: int = 0) -> Pos
 def write_tiny_checkpoint(path: Path, prep: PreprocessConfig, spatial: bool = True, seed: int = 0) -> Path:
     """Save a tiny model for ``prep``'s geometry as a checkpoint with the keys evaluate and predict need."""
     model = tiny_model(prep.input_size, spatial, seed)
-    save_checkpoint(path, {"model_config": model.config.to_dict(), "preprocess": asdict(prep),
-                           "joint_names": list(JOINT_NAMES), "train_config": {}, "model": model.state_dict()})
+    save_checkpoint(
+        path,
+        {
+            "model_config": model.config.to_dict(),
+            "preprocess": asdict(prep),
+            "joint_names": list(JOINT_NAMES),
+            "train_config": {},
+            "model": model.state_dict(),
+        },
+    )
     return path

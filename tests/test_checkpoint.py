@@ -24,9 +24,15 @@ def tiny_model(with_spatial: bool = True) -> PoseModel:
 
 
 def model_state(model: PoseModel) -> dict[str, Any]:
-    return {"model_config": model.config.to_dict(), "model": model.state_dict(), "joint_names": list(JOINT_NAMES),
-            "epoch": 2, "best_pck": 41.5, "history": [{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}],
-            "rng": {"torch": torch.get_rng_state()}}
+    return {
+        "model_config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "joint_names": list(JOINT_NAMES),
+        "epoch": 2,
+        "best_pck": 41.5,
+        "history": [{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}],
+        "rng": {"torch": torch.get_rng_state()},
+    }
 
 
 class MarkerWriter:

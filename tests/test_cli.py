@@ -36,8 +36,18 @@ def test_every_command_has_help(command: str) -> None:
 
 def test_preprocess_help_documents_options() -> None:
     output = invoke("preprocess", "--help").output
-    for option in ("--out", "--person-centric", "--input-size", "--crop-scale", "--heatmap-stride", "--sigma",
-                   "--workers", "--limit", "--skip-bad", "--force"):
+    for option in (
+        "--out",
+        "--person-centric",
+        "--input-size",
+        "--crop-scale",
+        "--heatmap-stride",
+        "--sigma",
+        "--workers",
+        "--limit",
+        "--skip-bad",
+        "--force",
+    ):
         assert option in output
 
 
@@ -101,8 +111,13 @@ def test_preprocess_success(tiny_flic: Path, tmp_path: Path) -> None:
         assert h5["train/images"].shape == (8, 64, 64, 3)
         assert h5["test/heatmaps"].shape == (4, 10, 16, 16)
         config = json.loads(h5.attrs["config"])
-        assert config == {"input_size": 64, "crop_scale": 2.5, "heatmap_stride": 4, "heatmap_sigma": 1.5,
-                          "observer_centric": True}
+        assert config == {
+            "input_size": 64,
+            "crop_scale": 2.5,
+            "heatmap_stride": 4,
+            "heatmap_sigma": 1.5,
+            "observer_centric": True,
+        }
         assert h5.attrs["command"].startswith("cnnmrf")
 
 

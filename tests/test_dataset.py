@@ -105,8 +105,9 @@ def test_augmentation_moves_image_and_joints_together(seed: int) -> None:
     joints[8] = nose
     assert bright_centroid(dot_image(size, *nose)) == pytest.approx(nose, abs=0.05)  # the measure itself is exact
     config = AugmentConfig(scale=0.25, rotation=30.0, shift=0.05, flip=0.5, color=0.0)
-    image, out_joints, visible = augment_example(dot_image(size, *nose), joints, np.ones(10, bool), config,
-                                                 np.random.default_rng(seed))
+    image, out_joints, visible = augment_example(
+        dot_image(size, *nose), joints, np.ones(10, bool), config, np.random.default_rng(seed)
+    )
     assert image.shape == (size, size, 3) and image.dtype == np.uint8
     assert visible[8]
     assert np.linalg.norm(bright_centroid(image) - out_joints[8]) < 0.25  # measured: <= 0.06 px
@@ -116,8 +117,10 @@ def test_augmentation_flip_is_drawn_both_ways() -> None:
     config = AugmentConfig(scale=0.0, rotation=0.0, shift=0.0, flip=0.5, color=0.0)
     joints = np.full((10, 2), 32.0)
     joints[0], joints[3] = (40.0, 20.0), (24.0, 21.0)  # lsho, rsho
-    lsho_x = [augment_example(dot_image(64, 40, 20), joints, np.ones(10, bool), config, np.random.default_rng(s))[1][
-        0, 0] for s in range(40)]
+    lsho_x = [
+        augment_example(dot_image(64, 40, 20), joints, np.ones(10, bool), config, np.random.default_rng(s))[1][0, 0]
+        for s in range(40)
+    ]
     # lsho stays at x=40 when not flipped and becomes the mirrored rsho (63 - 24 = 39) when flipped.
     assert set(np.round(lsho_x, 6)) == {40.0, 39.0}
     assert 10 <= sum(x == 39.0 for x in lsho_x) <= 30

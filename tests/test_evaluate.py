@@ -34,8 +34,21 @@ def test_evaluate_writes_metrics_plot_and_predictions(tiny_h5: Path, checkpoint:
     assert "observer-centric" in result.output and "r=0.2" in result.output
 
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("pck", "groups", "curve", "num_examples", "detector", "full", "headline", "checkpoint", "dataset",
-                "options", "num_test_examples", "seconds", "observer_centric"):
+    for key in (
+        "pck",
+        "groups",
+        "curve",
+        "num_examples",
+        "detector",
+        "full",
+        "headline",
+        "checkpoint",
+        "dataset",
+        "options",
+        "num_test_examples",
+        "seconds",
+        "observer_centric",
+    ):
         assert key in metrics, key
     assert metrics["headline"] == "full" and metrics["observer_centric"] is True
     assert metrics["pck"] == metrics["full"]["pck"] and metrics["detector"]["num_examples"] == 4
@@ -73,8 +86,21 @@ def test_evaluate_switches(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> N
     assert metrics["headline"] == "detector" and "full" not in metrics
     assert metrics["options"]["use_spatial"] is False and metrics["options"]["refine"] is False
 
-    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "b", "--flip-test", "--scales",
-                    "1.0,0.8,1.2", "--batch-size", "3", "--limit", "3")
+    result = invoke(
+        "evaluate",
+        tiny_h5,
+        "-c",
+        checkpoint,
+        "--out",
+        tmp_path / "b",
+        "--flip-test",
+        "--scales",
+        "1.0,0.8,1.2",
+        "--batch-size",
+        "3",
+        "--limit",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["options"]["flip_test"] is True and metrics["options"]["scales"] == [1.0, 0.8, 1.2]
@@ -82,34 +108,41 @@ def test_evaluate_switches(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> N
     assert len(json.loads((tmp_path / "b" / "predictions.json").read_text())["examples"]) == 3
 
 
-def test_evaluate_rejects_a_checkpoint_of_another_geometry(tiny_h5: Path, tiny_config: PreprocessConfig,
-                                                           tmp_path: Path) -> None:
+def test_evaluate_rejects_a_checkpoint_of_another_geometry(
+    tiny_h5: Path, tiny_config: PreprocessConfig, tmp_path: Path
+) -> None:
     other = write_tiny_checkpoint(tmp_path / "other.pt", replace(tiny_config, crop_scale=2.5))
-    line = assert_one_line_error(invoke("evaluate", tiny_h5, "-c", other, "--out", tmp_path / "e"),
-                                 "re-run", "preprocess", "--crop-scale 2.5")
+    line = assert_one_line_error(
+        invoke("evaluate", tiny_h5, "-c", other, "--out", tmp_path / "e"), "re-run", "preprocess", "--crop-scale 2.5"
+    )
     assert "64px" in line
     assert not (tmp_path / "e" / "metrics.json").exists()
 
 
 def test_evaluate_bad_inputs(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
-    assert_one_line_error(invoke("evaluate", tmp_path / "nope.h5", "-c", checkpoint, "--out", tmp_path / "e"),
-                          "does not exist")
+    assert_one_line_error(
+        invoke("evaluate", tmp_path / "nope.h5", "-c", checkpoint, "--out", tmp_path / "e"), "does not exist"
+    )
     text_file = tmp_path / "fake.h5"
     text_file.write_text("not hdf5")
     assert_one_line_error(invoke("evaluate", text_file, "-c", checkpoint, "--out", tmp_path / "e"), "HDF5")
-    assert_one_line_error(invoke("evaluate", tiny_h5, "-c", tmp_path / "missing.pt", "--out", tmp_path / "e"),
-                          "does not exist")
-    assert_one_line_error(invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "e", "--scales", "x"),
-                          "--scales")
+    assert_one_line_error(
+        invoke("evaluate", tiny_h5, "-c", tmp_path / "missing.pt", "--out", tmp_path / "e"), "does not exist"
+    )
+    assert_one_line_error(
+        invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "e", "--scales", "x"), "--scales"
+    )
     assert not (tmp_path / "e").exists()
 
 
-def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missing(tiny_h5: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missing(
+    tiny_h5: Path, tmp_path: Path
+) -> None:
     try:
         default_checkpoint()
     except CnnmrfError:
         assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
     else:  # the bundled model was trained on 128 px crops, the tiny dataset holds 64 px ones
-        assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px",
-                              "re-run `cnnmrf preprocess`")
+        assert_one_line_error(
+            invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px", "re-run `cnnmrf preprocess`"
+        )

@@ -57,12 +57,14 @@ def test_crop_transform_centres_box_and_scales_by_box_height() -> None:
     np.testing.assert_allclose(t[:, :2], np.eye(2) * scale)
     np.testing.assert_allclose(apply_affine(t, [30.0, 50.0]), [31.5, 31.5])
     # The crop spans crop_scale * height = 180 px: its edges land on the outer borders of the input pixels.
-    np.testing.assert_allclose(apply_affine(t, [[30.0 - 90, 50.0 - 90], [30.0 + 90, 50.0 + 90]]),
-                               [[-0.5, -0.5], [63.5, 63.5]])
+    np.testing.assert_allclose(
+        apply_affine(t, [[30.0 - 90, 50.0 - 90], [30.0 + 90, 50.0 + 90]]), [[-0.5, -0.5], [63.5, 63.5]]
+    )
 
 
-@pytest.mark.parametrize(("box", "size", "crop_scale"), [((218.75, 216.8, 314.8, 360.88), 128, 3.0),
-                                                          ((0, 0, 20, 30), 32, 1.5)])
+@pytest.mark.parametrize(
+    ("box", "size", "crop_scale"), [((218.75, 216.8, 314.8, 360.88), 128, 3.0), ((0, 0, 20, 30), 32, 1.5)]
+)
 def test_crop_transform_other_boxes(box: tuple[float, ...], size: int, crop_scale: float) -> None:
     t = crop_transform(np.asarray(box), size, crop_scale)
     x1, y1, x2, y2 = box
@@ -93,8 +95,9 @@ def test_invert_and_compose_round_trip() -> None:
         np.testing.assert_allclose(compose_affine(invert_affine(a), a), identity, atol=1e-12)
         np.testing.assert_allclose(compose_affine(a, invert_affine(a)), identity, atol=1e-12)
         # compose(second, first) applies first, then second (not the other way round).
-        np.testing.assert_allclose(apply_affine(compose_affine(b, a), pts), apply_affine(b, apply_affine(a, pts)),
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            apply_affine(compose_affine(b, a), pts), apply_affine(b, apply_affine(a, pts)), atol=1e-9
+        )
         assert not np.allclose(apply_affine(compose_affine(a, b), pts), apply_affine(b, apply_affine(a, pts)))
 
 

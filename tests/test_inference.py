@@ -102,8 +102,15 @@ def test_zoom_matches_augmentation_transform() -> None:
     rng = np.random.default_rng(3)
     image = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
     transform = augmentation_transform(64, scale=0.8, rotation_deg=0.0, flip=False)
-    expected = np.asarray(Image.fromarray(image).transform((64, 64), Image.AFFINE, pil_affine_data(transform),
-                                                          resample=Image.BILINEAR), dtype=np.float32) / 255.0
+    expected = (
+        np.asarray(
+            Image.fromarray(image).transform(
+                (64, 64), Image.AFFINE, pil_affine_data(transform), resample=Image.BILINEAR
+            ),
+            dtype=np.float32,
+        )
+        / 255.0
+    )
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     zoomed = zoom_images(x, 0.8)[0].permute(1, 2, 0).numpy()
     inner = slice(10, 54)  # away from the black border, where both samplers agree up to rounding

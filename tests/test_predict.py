@@ -71,8 +71,18 @@ def test_predict_files_folders_and_globs_with_a_box(person: Image.Image, checkpo
     (tmp_path / "many" / "notes.txt").write_text("not an image, not picked from a folder")
     person.save(tmp_path / "globbed" / "d.jpg")
     out = tmp_path / "out"
-    result = invoke("predict", tmp_path / "one" / "a.jpg", tmp_path / "many", f"{tmp_path}/globbed/*.jpg",
-                    "-c", checkpoint, "--box", BOX, "--out", out)
+    result = invoke(
+        "predict",
+        tmp_path / "one" / "a.jpg",
+        tmp_path / "many",
+        f"{tmp_path}/globbed/*.jpg",
+        "-c",
+        checkpoint,
+        "--box",
+        BOX,
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     for stem in "abcd":
         data = read_outputs(out, stem, person.size)
@@ -81,8 +91,7 @@ def test_predict_files_folders_and_globs_with_a_box(person: Image.Image, checkpo
     assert "lwri" in result.output and "4 image(s) done, 0 failed" in " ".join(result.output.split())
 
 
-def test_predict_searches_for_the_person_without_a_box(person: Image.Image, checkpoint: Path,
-                                                       tmp_path: Path) -> None:
+def test_predict_searches_for_the_person_without_a_box(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
     person.save(tmp_path / "p.jpg")
     result = invoke("predict", tmp_path / "p.jpg", "-c", checkpoint, "--out", tmp_path / "out", "--no-mrf")
     assert result.exit_code == 0, result.output
@@ -105,8 +114,9 @@ def test_predict_json_lines(person: Image.Image, checkpoint: Path, tmp_path: Pat
         assert doc == json.loads((tmp_path / "out" / f"{Path(doc['file']).stem}.json").read_text())
 
 
-def test_predict_bad_images_fail_one_by_one(person: Image.Image, checkpoint: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predict_bad_images_fail_one_by_one(
+    person: Image.Image, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     person.save(tmp_path / "good.jpg")
     (tmp_path / "x.jpg").write_text("this is text, not a JPEG")
     data = (tmp_path / "good.jpg").read_bytes()
@@ -137,8 +147,9 @@ def test_predict_box_errors(person: Image.Image, checkpoint: Path, tmp_path: Pat
     assert not (tmp_path / "o").exists()
 
 
-def test_predict_refuses_to_overwrite_and_separates_equal_stems(person: Image.Image, checkpoint: Path,
-                                                                tmp_path: Path) -> None:
+def test_predict_refuses_to_overwrite_and_separates_equal_stems(
+    person: Image.Image, checkpoint: Path, tmp_path: Path
+) -> None:
     (tmp_path / "x").mkdir()
     person.save(tmp_path / "a.jpg")
     person.save(tmp_path / "x" / "a.png")
@@ -157,8 +168,7 @@ def test_predict_missing_checkpoint_is_one_line(person: Image.Image, tmp_path: P
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
 
 
-def test_predict_with_the_torso_box_matches_dataset_inference(tiny_flic: Path, tiny_h5: Path,
-                                                                checkpoint: Path) -> None:
+def test_predict_with_the_torso_box_matches_dataset_inference(tiny_flic: Path, tiny_h5: Path, checkpoint: Path) -> None:
     """A FLIC image with its torsobox gives the crop preprocess stored, hence evaluate's predictions."""
     predictor = PosePredictor.from_checkpoint(checkpoint, "cpu")
     with h5py.File(tiny_h5, "r") as h5:
@@ -215,8 +225,10 @@ def test_expand_inputs_and_stems(tmp_path: Path) -> None:
     for name in ("b.jpg", "a.PNG", "a_pose.png", "c.txt"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "empty").mkdir()
-    paths, problems = expand_inputs([str(tmp_path), str(tmp_path / "b.jpg"), str(tmp_path / "z*.jpg"),
-                                     str(tmp_path / "empty"), "missing.jpg"], skip_dir=tmp_path)
+    paths, problems = expand_inputs(
+        [str(tmp_path), str(tmp_path / "b.jpg"), str(tmp_path / "z*.jpg"), str(tmp_path / "empty"), "missing.jpg"],
+        skip_dir=tmp_path,
+    )
     assert [p.name for p in paths] == ["a.PNG", "b.jpg", "missing.jpg"]
     assert len(problems) == 2 and "matches" in problems[0] and "no images" in problems[1]
     assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.gif")]) == ["a", "a-2", "b", "a-3"]
@@ -224,8 +236,21 @@ def test_expand_inputs_and_stems(tmp_path: Path) -> None:
 
 def test_draw_pose_colours_limbs_by_side() -> None:
     image = Image.new("RGB", (200, 200))
-    joints = np.array([[130, 60], [150, 100], [160, 140], [70, 60], [50, 100], [40, 140], [120, 150], [80, 150],
-                       [100, 30], [100, 100]], dtype=np.float64)
+    joints = np.array(
+        [
+            [130, 60],
+            [150, 100],
+            [160, 140],
+            [70, 60],
+            [50, 100],
+            [40, 140],
+            [120, 150],
+            [80, 150],
+            [100, 30],
+            [100, 100],
+        ],
+        dtype=np.float64,
+    )
     drawn = np.asarray(draw_pose(image, joints))
     assert drawn.shape == (200, 200, 3) and not np.asarray(image).any()
     assert tuple(drawn[80, 140]) == SIDE_COLOURS["left"]  # middle of lsho-lelb
@@ -246,8 +271,9 @@ def test_bundled_weights_on_the_astronaut(tmp_path: Path) -> None:
     assert doc["joints"]["nose"][1] < doc["joints"]["torso"][1]  # head above the torso
     assert 100 <= doc["joints"]["nose"][0] <= 350
     # with the README's torso box the joints land on her: nose on the face, shoulders on the suit's neck ring
-    result = invoke("predict", tmp_path / "astronaut.png", "--out", tmp_path / "box", "--json", "--box",
-                    "142,270,288,490")
+    result = invoke(
+        "predict", tmp_path / "astronaut.png", "--out", tmp_path / "box", "--json", "--box", "142,270,288,490"
+    )
     joints = json.loads(result.stdout.strip().splitlines()[-1])["joints"]
     assert 170 <= joints["nose"][0] <= 280 and 80 <= joints["nose"][1] <= 200
     assert joints["rsho"][0] < joints["nose"][0] < joints["lsho"][0]  # facing the camera: her left is image-right
@@ -270,13 +296,23 @@ def test_box_from_joints_fits_the_predicted_torso_and_stays_in_bounds() -> None:
     assert ((outside[0] + outside[2]) / 2, (outside[1] + outside[3]) / 2) == pytest.approx((0.0, 299.0))
 
 
-def test_predict_turns_photos_upright_by_their_exif_orientation(person: Image.Image, checkpoint: Path,
-                                                                 tmp_path: Path) -> None:
+def test_predict_turns_photos_upright_by_their_exif_orientation(
+    person: Image.Image, checkpoint: Path, tmp_path: Path
+) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: the stored pixels must be rotated 90 degrees clockwise to be upright
     person.save(tmp_path / "phone.jpg", exif=exif)  # stored 160x120, shown 120x160
-    result = invoke("predict", tmp_path / "phone.jpg", "-c", checkpoint, "--out", tmp_path / "out", "--json",
-                    "--box", "40,60,80,120")
+    result = invoke(
+        "predict",
+        tmp_path / "phone.jpg",
+        "-c",
+        checkpoint,
+        "--out",
+        tmp_path / "out",
+        "--json",
+        "--box",
+        "40,60,80,120",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["image_size"] == [120, 160]
     assert Image.open(tmp_path / "out" / "phone_pose.png").size == (120, 160)

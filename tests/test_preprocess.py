@@ -131,8 +131,7 @@ def test_person_centric_keeps_raw_labels(tiny_flic: Path, tmp_path: Path) -> Non
         for split, indices in SPLIT_INDEX.items():
             np.testing.assert_allclose(h5[split]["joints"][:], raw[indices], rtol=1e-6, atol=1e-4)
             t = h5[split]["transform"][:]
-            np.testing.assert_allclose(h5[split]["joints_input"][:], apply_each(t, raw[indices]),
-                                       atol=1e-3)
+            np.testing.assert_allclose(h5[split]["joints_input"][:], apply_each(t, raw[indices]), atol=1e-3)
 
 
 def test_joints_input_and_visibility(tiny_h5: Path) -> None:
@@ -191,8 +190,13 @@ def test_attributes(tiny_h5: Path) -> None:
         assert h5.attrs["format_version"] == FORMAT_VERSION
         assert json.loads(h5.attrs["joint_names"]) == list(JOINT_NAMES)
         config = json.loads(h5.attrs["config"])
-        assert config == {"input_size": 64, "crop_scale": 3.0, "heatmap_stride": 4, "heatmap_sigma": 1.5,
-                          "observer_centric": True}
+        assert config == {
+            "input_size": 64,
+            "crop_scale": 3.0,
+            "heatmap_stride": 4,
+            "heatmap_sigma": 1.5,
+            "observer_centric": True,
+        }
         assert read_preprocess_config(h5) == TINY_CONFIG
         assert h5.attrs["input_size"] == 64 and h5.attrs["heatmap_stride"] == 4
         assert list(h5.attrs["heatmap_size"]) == [16, 16]
@@ -226,8 +230,9 @@ def test_zip_input_gives_identical_arrays(tiny_flic_zip: Path, tiny_h5: Path, tm
 def test_limit_splits_proportionally(tiny_flic: Path, tmp_path: Path) -> None:
     progress: list[tuple[int, int]] = []
     out = tmp_path / "limit.h5"
-    report = preprocess_flic(tiny_flic, out, TINY_CONFIG, workers=1, limit=6,
-                             on_progress=lambda done, total: progress.append((done, total)))
+    report = preprocess_flic(
+        tiny_flic, out, TINY_CONFIG, workers=1, limit=6, on_progress=lambda done, total: progress.append((done, total))
+    )
     assert report.counts == {"train": 4, "test": 2} and not report.bad
     assert progress == [(i, 6) for i in range(1, 7)]
     with h5py.File(out, "r") as h5:
@@ -361,8 +366,7 @@ def test_real_flic_subset(tmp_path: Path) -> None:
             target = input_to_heatmap(g["joints_input"][:], stride)
             assert (np.abs(np.stack([xs, ys], -1) - target)[vis] <= 1.0).all()
             assert not hm[~vis].any()
-            np.testing.assert_allclose(g["joints_input"][:], apply_each(g["transform"][:], g["joints"][:]),
-                                       atol=1e-3)
+            np.testing.assert_allclose(g["joints_input"][:], apply_each(g["transform"][:], g["joints"][:]), atol=1e-3)
             # Observer-centric labels: the left shoulder is never left of the right one with both other arm pairs.
             j = g["joints"][:]
             assert not (j[:, [0, 1, 2], 0] < j[:, [3, 4, 5], 0]).all(axis=-1).any()

@@ -31,10 +31,21 @@ from cnnmrf.training.config import TrainConfig
 from tests.helpers import invoke
 
 NO_AUGMENT = AugmentConfig(scale=0.0, rotation=0.0, shift=0.0, flip=0.0, color=0.0)
-CHECKPOINT_KEYS = {"format", "model_config", "preprocess", "joint_names", "train_config", "model", "optimizer",
-                   "scheduler", "epoch", "best_pck", "history", "rng"}
-METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction",
-               "precision"}
+CHECKPOINT_KEYS = {
+    "format",
+    "model_config",
+    "preprocess",
+    "joint_names",
+    "train_config",
+    "model",
+    "optimizer",
+    "scheduler",
+    "epoch",
+    "best_pck",
+    "history",
+    "rng",
+}
+METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction", "precision"}
 PCK_GROUPS = {"wrist", "elbow", "shoulder", "hip", "mean"}
 
 
@@ -72,8 +83,9 @@ def test_overfits_eight_examples(tiny_h5: Path, tmp_path: Path) -> None:
     """Without augmentation the tiny detector learns the 8 training crops to PCK@0.2 >= 0.9."""
     torch.manual_seed(0)
     run = tmp_path / "run"
-    config = tiny(epochs=80, batch_size=4, lr=3e-3, warmup_steps=5, weight_decay=0.0, val_fraction=0.0,
-                  augment=NO_AUGMENT)
+    config = tiny(
+        epochs=80, batch_size=4, lr=3e-3, warmup_steps=5, weight_decay=0.0, val_fraction=0.0, augment=NO_AUGMENT
+    )
     loop.train(config, tiny_h5, run)
     model = model_from_checkpoint(load_checkpoint(run / "last.pt"))
     rows = np.arange(8)
@@ -161,9 +173,13 @@ def test_existing_run_needs_resume_or_force(tiny_h5: Path, tmp_path: Path) -> No
 
 
 def test_bad_options(tiny_h5: Path, tmp_path: Path) -> None:
-    for overrides, message in (({"stage": "mrf"}, "needs --detector"), ({"loss": "l1"}, "--loss"),
-                               ({"preset": "huge"}, "unknown preset"), ({"optimizer": "lbfgs"}, "--optimizer"),
-                               ({"device": "tpu"}, "--device")):
+    for overrides, message in (
+        ({"stage": "mrf"}, "needs --detector"),
+        ({"loss": "l1"}, "--loss"),
+        ({"preset": "huge"}, "unknown preset"),
+        ({"optimizer": "lbfgs"}, "--optimizer"),
+        ({"device": "tpu"}, "--device"),
+    ):
         with pytest.raises(CnnmrfError, match=message):
             loop.train(tiny(**overrides), tiny_h5, tmp_path / "run")
     with pytest.raises(CnnmrfError, match="does not exist"):
@@ -194,12 +210,15 @@ def test_stage_loss_weights_the_detector_term_only_in_joint_training() -> None:
     fn = spatial_softmax_cross_entropy
     det, spatial = fn(out["detector"], target, visible), fn(out["spatial"], target, visible)
     assert torch.allclose(loop.stage_loss(tiny(stage="detector"), fn, out, target, visible), det)
-    assert torch.allclose(loop.stage_loss(tiny(stage="mrf", detector_loss_weight=1.0), fn, out, target, visible),
-                          spatial)
-    assert torch.allclose(loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.0), fn, out, target, visible),
-                          spatial)
-    assert torch.allclose(loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.5), fn, out, target, visible),
-                          spatial + 0.5 * det)
+    assert torch.allclose(
+        loop.stage_loss(tiny(stage="mrf", detector_loss_weight=1.0), fn, out, target, visible), spatial
+    )
+    assert torch.allclose(
+        loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.0), fn, out, target, visible), spatial
+    )
+    assert torch.allclose(
+        loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.5), fn, out, target, visible), spatial + 0.5 * det
+    )
 
 
 def test_cli_three_stages(tiny_h5: Path, tmp_path: Path) -> None:
@@ -224,8 +243,9 @@ def test_cli_three_stages(tiny_h5: Path, tmp_path: Path) -> None:
     for name, tensor in detector_state["model"].items():  # the detector is frozen, BatchNorm statistics included
         assert torch.equal(mrf_state["model"][name], tensor), name
 
-    result = invoke("train-joint", tiny_h5, "--mrf", mrf / "best.pt", "--out", joint, "--detector-loss-weight", "0.5",
-                    *common)
+    result = invoke(
+        "train-joint", tiny_h5, "--mrf", mrf / "best.pt", "--out", joint, "--detector-loss-weight", "0.5", *common
+    )
     assert result.exit_code == 0, result.output
     joint_state = check_run(joint, "joint")
     assert joint_state["train_config"]["detector_loss_weight"] == 0.5
@@ -298,8 +318,20 @@ def test_torchrun_two_processes_stay_in_sync(tiny_h5: Path, tmp_path: Path) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(free_port()), str(script), str(tiny_h5), str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        str(script),
+        str(tiny_h5),
+        str(tmp_path / "run"),
+    ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

@@ -18,13 +18,19 @@ from cnnmrf.evaluation.report import pck_table
 
 def evaluate(
     data: DataPath,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.json, predictions.json and pck.png.",
-                                      show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder for metrics.json, predictions.json and pck.png.", show_default=False),
+    ],
     checkpoint: CheckpointOpt = None,
     no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
-    scales: Annotated[str, typer.Option(help="Multi-scale testing zooms about the crop centre, e.g. 1.0,0.8,1.2; "
-                                        "score maps are averaged.")] = "1.0",
+    scales: Annotated[
+        str,
+        typer.Option(
+            help="Multi-scale testing zooms about the crop centre, e.g. 1.0,0.8,1.2; score maps are averaged."
+        ),
+    ] = "1.0",
     no_refine: Annotated[bool, typer.Option("--no-refine", help="No sub-pixel peak refinement.")] = False,
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
     device: Device = "auto",
@@ -33,18 +39,30 @@ def evaluate(
     force: Force = False,
 ) -> None:
     """Score a checkpoint on the test split: PCK at r = 0.05..0.2 and the 0.01..0.5 curve, in original pixels."""
-    options = EvaluateOptions(use_spatial=not no_mrf, flip_test=flip_test, scales=parse_scales(scales),
-                              refine=not no_refine, batch_size=batch_size, device=device, precision=precision,
-                              limit=limit, force=force)
+    options = EvaluateOptions(
+        use_spatial=not no_mrf,
+        flip_test=flip_test,
+        scales=parse_scales(scales),
+        refine=not no_refine,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        limit=limit,
+        force=force,
+    )
     checkpoint = checkpoint or default_checkpoint()
     with progress_bar("evaluate", transient=True) as on_progress:
         evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
-    console.print(f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
-                  f"{convention} (as stored in the dataset); precision {evaluation.precision}")
+    console.print(
+        f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
+        f"{convention} (as stored in the dataset); precision {evaluation.precision}"
+    )
     for name, result in evaluation.results.items():
         console.print(pck_table(result, title=f"test PCK (%), {LABELS[name]}"))
     files = ", ".join(str(f) for f in evaluation.files)
-    console.print(f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "
-                  f"wrote {files} in {evaluation.seconds:.1f} s "
-                  f"({evaluation.num_examples / evaluation.seconds:.1f} crops/s, {evaluation.precision})")
+    console.print(
+        f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "
+        f"wrote {files} in {evaluation.seconds:.1f} s "
+        f"({evaluation.num_examples / evaluation.seconds:.1f} crops/s, {evaluation.precision})"
+    )

@@ -16,8 +16,11 @@ Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes 
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 PrecisionOpt = Annotated[
     Precision,
-    typer.Option("--precision", help="The detector's arithmetic. auto: bf16 where the device computes it natively "
-                 "(CPU with AMX or AVX512-BF16, CUDA GPU with bf16), else fp32."),
+    typer.Option(
+        "--precision",
+        help="The detector's arithmetic. auto: bf16 where the device computes it natively "
+        "(CPU with AMX or AVX512-BF16, CUDA GPU with bf16), else fp32.",
+    ),
 ]
 CheckpointOpt = Annotated[
     Path | None,

@@ -27,15 +27,24 @@ from cnnmrf.joints import JOINT_NAMES
 
 
 def predict(
-    images: Annotated[list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.",
-                                                show_default=False)],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
+    ],
     checkpoint: CheckpointOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <name>.json and <name>_pose.png.")] = Path(
-        "predictions"),
-    box: Annotated[str | None, typer.Option(help="The person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), "
-                                            "for every image; default: search for the person.")] = None,
-    json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON document per image and line (JSON "
-                                             "Lines) instead of the tables.")] = False,
+        "predictions"
+    ),
+    box: Annotated[
+        str | None,
+        typer.Option(
+            help="The person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), "
+            "for every image; default: search for the person."
+        ),
+    ] = None,
+    json_lines: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON document per image and line (JSON Lines) instead of the tables."),
+    ] = False,
     no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: Device = "auto",
@@ -47,8 +56,9 @@ def predict(
     Exits 1 if any image failed (each failure is one error line; the other images are still processed).
     """
     torso_box = parse_box(box) if box is not None else None
-    predictor = PosePredictor.from_checkpoint(checkpoint or default_checkpoint(), device, precision,
-                                              use_spatial=not no_mrf, flip_test=flip_test)
+    predictor = PosePredictor.from_checkpoint(
+        checkpoint or default_checkpoint(), device, precision, use_spatial=not no_mrf, flip_test=flip_test
+    )
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:
         fail(problem)
@@ -76,8 +86,10 @@ def _summary(prediction: PosePrediction, files: tuple[Path, Path]) -> str:
     """One line: the image, where its torso box came from, and the files written."""
     box = ",".join(f"{v:.0f}" for v in prediction.box)
     source = "given" if prediction.box_source == "given" else f"found by search, score {prediction.search_score:.2f}"
-    return f"[bold]{escape(prediction.file)}[/]: torso box {box} ({source}) -> {escape(str(files[0]))}, " \
-           f"{escape(str(files[1]))}"
+    return (
+        f"[bold]{escape(prediction.file)}[/]: torso box {box} ({source}) -> {escape(str(files[0]))}, "
+        f"{escape(str(files[1]))}"
+    )
 
 
 def _joint_table(prediction: PosePrediction) -> Table:

@@ -32,12 +32,26 @@ def preprocess(
     force: Force = False,
 ) -> None:
     """Convert raw FLIC into an HDF5 file of person-centred crops, joints and target heatmaps."""
-    config = PreprocessConfig(input_size=input_size, crop_scale=crop_scale, heatmap_stride=heatmap_stride,
-                              heatmap_sigma=sigma, observer_centric=not person_centric)
+    config = PreprocessConfig(
+        input_size=input_size,
+        crop_scale=crop_scale,
+        heatmap_stride=heatmap_stride,
+        heatmap_sigma=sigma,
+        observer_centric=not person_centric,
+    )
     command = "cnnmrf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress_bar("preprocess", show_rate=True) as on_progress:
-        report = preprocess_flic(flic, out, config, workers=workers, limit=limit, skip_bad=skip_bad, force=force,
-                                 command=command, on_progress=on_progress)
+        report = preprocess_flic(
+            flic,
+            out,
+            config,
+            workers=workers,
+            limit=limit,
+            skip_bad=skip_bad,
+            force=force,
+            command=command,
+            on_progress=on_progress,
+        )
     for file, reason in report.bad:
         console.print(f"[yellow]skipped[/] {file}: {reason}")
     counts = ", ".join(f"{n} {split}" for split, n in report.counts.items())

@@ -17,8 +17,7 @@ _D = TrainConfig()
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Examples per step (per process under torchrun).", min=1)]
 Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0)]
-SpatialLr = Annotated[float, typer.Option(help="Peak learning rate of the spatial model (log-space kernels).",
-                                          min=0.0)]
+SpatialLr = Annotated[float, typer.Option(help="Peak learning rate of the spatial model (log-space kernels).", min=0.0)]
 Optimizer = Annotated[str, typer.Option(help="adam or sgd.")]
 Loss = Annotated[str, typer.Option(help="ce (spatial-softmax cross-entropy) or mse (the paper's).")]
 Seed = Annotated[int, typer.Option(help="Seed for initialisation, split, shuffling and augmentation.")]
@@ -27,22 +26,45 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --ou
 MaxSteps = Annotated[int, typer.Option(help="Cut each epoch to this many steps (0: full epochs).", min=0)]
 Preset = Annotated[str, typer.Option(help="Detector preset: small, paper or tiny.")]
 DetectorCkpt = Annotated[Path | None, typer.Option("--detector", help="Checkpoint from train-detector.")]
-InitCkpt = Annotated[Path | None, typer.Option("--init", help="Start from the detector weights of this checkpoint "
-                                              "(fine-tuning, e.g. the bundled weights on your own data); --preset is "
-                                              "then taken from it.")]
+InitCkpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init",
+        help="Start from the detector weights of this checkpoint "
+        "(fine-tuning, e.g. the bundled weights on your own data); --preset is "
+        "then taken from it.",
+    ),
+]
 MrfCkpt = Annotated[Path | None, typer.Option("--mrf", help="Checkpoint from train-mrf (detector + spatial model).")]
-DetectorLossWeight = Annotated[float, typer.Option(help="Weight of the detector's own heatmap loss next to the spatial "
-                                                   "model's (0: only the final output is supervised).", min=0.0)]
+DetectorLossWeight = Annotated[
+    float,
+    typer.Option(
+        help="Weight of the detector's own heatmap loss next to the spatial "
+        "model's (0: only the final output is supervised).",
+        min=0.0,
+    ),
+]
 
 
-def _run(stage: str, data: Path, out: Path, resume: bool, force: bool, detector: Path | None = None,
-         mrf: Path | None = None, **options: object) -> None:
+def _run(
+    stage: str,
+    data: Path,
+    out: Path,
+    resume: bool,
+    force: bool,
+    detector: Path | None = None,
+    mrf: Path | None = None,
+    **options: object,
+) -> None:
     config = replace(TrainConfig(), stage=stage, **options)
-    metrics = train(config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force,
-                    console=console)
+    metrics = train(
+        config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, console=console
+    )
     if metrics:
-        console.print(f"done: {out}/best.pt (validation mean PCK@0.2 {metrics['val_pck@0.2']['mean']:.1f} at the "
-                      f"last epoch), metrics in {out}/metrics.jsonl")
+        console.print(
+            f"done: {out}/best.pt (validation mean PCK@0.2 {metrics['val_pck@0.2']['mean']:.1f} at the "
+            f"last epoch), metrics in {out}/metrics.jsonl"
+        )
 
 
 def train_detector(
@@ -64,9 +86,25 @@ def train_detector(
     force: Force = False,
 ) -> None:
     """Train the part detector alone (paper section 3.1)."""
-    _run("detector", data, out, resume, force, detector=init, preset=preset, epochs=epochs, batch_size=batch_size,
-         lr=lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
-         precision=precision, max_steps_per_epoch=max_steps)
+    _run(
+        "detector",
+        data,
+        out,
+        resume,
+        force,
+        detector=init,
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        loss=loss,
+        seed=seed,
+        workers=workers,
+        device=device,
+        precision=precision,
+        max_steps_per_epoch=max_steps,
+    )
 
 
 def train_mrf(
@@ -87,9 +125,24 @@ def train_mrf(
     force: Force = False,
 ) -> None:
     """Train the spatial model (MRF) on the heatmaps of a frozen part detector (paper section 3.2)."""
-    _run("mrf", data, out, resume, force, detector=detector, epochs=epochs, batch_size=batch_size,
-         spatial_lr=spatial_lr, optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device,
-         precision=precision, max_steps_per_epoch=max_steps)
+    _run(
+        "mrf",
+        data,
+        out,
+        resume,
+        force,
+        detector=detector,
+        epochs=epochs,
+        batch_size=batch_size,
+        spatial_lr=spatial_lr,
+        optimizer=optimizer,
+        loss=loss,
+        seed=seed,
+        workers=workers,
+        device=device,
+        precision=precision,
+        max_steps_per_epoch=max_steps,
+    )
 
 
 def train_joint(
@@ -114,7 +167,25 @@ def train_joint(
     force: Force = False,
 ) -> None:
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
-    _run("joint", data, out, resume, force, detector=detector, mrf=mrf, preset=preset, epochs=epochs,
-         batch_size=batch_size, lr=lr, spatial_lr=spatial_lr, detector_loss_weight=detector_loss_weight,
-         optimizer=optimizer, loss=loss, seed=seed, workers=workers, device=device, precision=precision,
-         max_steps_per_epoch=max_steps)
+    _run(
+        "joint",
+        data,
+        out,
+        resume,
+        force,
+        detector=detector,
+        mrf=mrf,
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        spatial_lr=spatial_lr,
+        detector_loss_weight=detector_loss_weight,
+        optimizer=optimizer,
+        loss=loss,
+        seed=seed,
+        workers=workers,
+        device=device,
+        precision=precision,
+        max_steps_per_epoch=max_steps,
+    )

@@ -53,7 +53,11 @@ class FlicDataset(Dataset):
     """
 
     def __init__(
-        self, path: Path, split: str, rows: np.ndarray | None = None, augment: AugmentConfig | None = None,
+        self,
+        path: Path,
+        split: str,
+        rows: np.ndarray | None = None,
+        augment: AugmentConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.path = Path(path)
@@ -96,8 +100,9 @@ class FlicDataset(Dataset):
             rng = np.random.default_rng((self.seed, self.epoch, row))
             image, joints, visible = augment_example(image, joints, visible, self.augment, rng)
         cfg = self.config
-        heatmaps = encode_heatmaps(input_to_heatmap(joints, cfg.heatmap_stride), visible, cfg.heatmap_size,
-                                   cfg.heatmap_sigma)  # (K, H, W)
+        heatmaps = encode_heatmaps(
+            input_to_heatmap(joints, cfg.heatmap_stride), visible, cfg.heatmap_size, cfg.heatmap_sigma
+        )  # (K, H, W)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
             "heatmaps": torch.from_numpy(heatmaps),
@@ -123,8 +128,9 @@ def augment_example(
         flip=flip,
         shift=tuple(rng.uniform(-cfg.shift, cfg.shift, size=2) * size),
     )
-    warped = Image.fromarray(image).transform((size, size), Image.AFFINE, pil_affine_data(transform),
-                                              resample=Image.BILINEAR)
+    warped = Image.fromarray(image).transform(
+        (size, size), Image.AFFINE, pil_affine_data(transform), resample=Image.BILINEAR
+    )
     out = _jitter_colour(np.asarray(warped, dtype=np.float32), cfg.color, rng)
     joints = apply_affine(transform, joints)
     if flip:

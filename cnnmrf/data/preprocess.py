@@ -123,8 +123,9 @@ def _write_example(
     joints_input = apply_affine(transform, joints)  # (K, 2) model-input pixels
     inside = np.all((joints_input >= 0) & (joints_input <= config.input_size - 1), axis=-1)
     visible = inside & np.all(np.isfinite(joints), axis=-1)
-    hm = encode_heatmaps(input_to_heatmap(joints_input, config.heatmap_stride), visible, config.heatmap_size,
-                         config.heatmap_sigma)  # (K, H, W)
+    hm = encode_heatmaps(
+        input_to_heatmap(joints_input, config.heatmap_stride), visible, config.heatmap_size, config.heatmap_sigma
+    )  # (K, H, W)
     group["images"][row] = image
     group["heatmaps"][row] = hm.astype(np.float16)
     group["joints"][row] = joints
@@ -237,12 +238,15 @@ def read_preprocess_config(h5: h5py.File) -> PreprocessConfig:
     """The PreprocessConfig recorded in a dataset file."""
     try:
         if int(h5.attrs["format_version"]) != FORMAT_VERSION:
-            raise CnnmrfError(f"{h5.filename} has format version {h5.attrs['format_version']}, expected "
-                              f"{FORMAT_VERSION}; re-run cnnmrf preprocess")
+            raise CnnmrfError(
+                f"{h5.filename} has format version {h5.attrs['format_version']}, expected "
+                f"{FORMAT_VERSION}; re-run cnnmrf preprocess"
+            )
         return PreprocessConfig(**json.loads(h5.attrs["config"]))
     except KeyError as err:
-        raise CnnmrfError(f"{h5.filename} is not a cnnmrf dataset (no {err} attribute); make it with "
-                          "cnnmrf preprocess") from err
+        raise CnnmrfError(
+            f"{h5.filename} is not a cnnmrf dataset (no {err} attribute); make it with cnnmrf preprocess"
+        ) from err
 
 
 class _SerialPool:

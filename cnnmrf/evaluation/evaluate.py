@@ -83,12 +83,15 @@ def check_geometry(state: dict[str, Any], prep: PreprocessConfig, checkpoint: Pa
     theirs = {k: trained[k] for k in GEOMETRY_FIELDS}
     ours = {k: getattr(prep, k) for k in GEOMETRY_FIELDS}
     if any(float(theirs[k]) != float(ours[k]) for k in GEOMETRY_FIELDS):
+
         def describe(g: dict[str, Any]) -> str:
             return f"{g['input_size']}px crops at crop scale {g['crop_scale']:g}, stride {g['heatmap_stride']}"
 
         flags = " ".join(f"--{k.replace('_', '-')} {theirs[k]:g}" for k in GEOMETRY_FIELDS)
-        raise CnnmrfError(f"checkpoint {checkpoint} was trained on {describe(theirs)} but {data} holds "
-                          f"{describe(ours)}; re-run `cnnmrf preprocess` with {flags}")
+        raise CnnmrfError(
+            f"checkpoint {checkpoint} was trained on {describe(theirs)} but {data} holds "
+            f"{describe(ours)}; re-run `cnnmrf preprocess` with {flags}"
+        )
 
 
 def evaluate_checkpoint(
@@ -136,9 +139,20 @@ def evaluate_checkpoint(
     precision = resolve_precision(options.precision, device)
     model: PoseModel = model_from_checkpoint(state).to(device).eval()
 
-    sets = predict_rows(model, data, "test", rows, batch_size=options.batch_size, device=device,
-                            use_spatial=options.use_spatial, flip_test=options.flip_test, refine=options.refine,
-                            scales=options.scales, dtype=precision.dtype, on_progress=on_progress)
+    sets = predict_rows(
+        model,
+        data,
+        "test",
+        rows,
+        batch_size=options.batch_size,
+        device=device,
+        use_spatial=options.use_spatial,
+        flip_test=options.flip_test,
+        refine=options.refine,
+        scales=options.scales,
+        dtype=precision.dtype,
+        on_progress=on_progress,
+    )
     results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}
     headline = FULL if FULL in results else DETECTOR
     seconds = time.perf_counter() - started
@@ -147,8 +161,9 @@ def evaluate_checkpoint(
     final = sets[headline]
     save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
     other = results[DETECTOR] if headline == FULL else None
-    plot_pck_curves(results[headline], out / "pck.png", label=LABELS[headline], other=other,
-                    other_label=LABELS[DETECTOR])
+    plot_pck_curves(
+        results[headline], out / "pck.png", label=LABELS[headline], other=other, other_label=LABELS[DETECTOR]
+    )
     extra = {
         "headline": headline,
         **{name: result.to_dict() for name, result in results.items()},
@@ -157,11 +172,22 @@ def evaluate_checkpoint(
         "split": "test",
         "observer_centric": bool(prep.observer_centric),
         "num_test_examples": int(total),
-        "options": {**asdict(options), "scales": list(options.scales), "spatial_model": model.spatial is not None,
-                    "precision": precision.name, "precision_reason": precision.reason},
+        "options": {
+            **asdict(options),
+            "scales": list(options.scales),
+            "spatial_model": model.spatial is not None,
+            "precision": precision.name,
+            "precision_reason": precision.reason,
+        },
         "seconds": round(seconds, 2),
     }
     save_metrics(out / "metrics.json", results[headline], extra)
-    return Evaluation(results=results, headline=headline, num_examples=len(rows),
-                      observer_centric=bool(prep.observer_centric), seconds=seconds, precision=precision.name,
-                      files=[out / name for name in OUTPUT_NAMES])
+    return Evaluation(
+        results=results,
+        headline=headline,
+        num_examples=len(rows),
+        observer_centric=bool(prep.observer_centric),
+        seconds=seconds,
+        precision=precision.name,
+        files=[out / name for name in OUTPUT_NAMES],
+    )

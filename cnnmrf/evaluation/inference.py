@@ -248,8 +248,9 @@ def predict_rows(
             unique, inverse = np.unique(batch_rows, return_inverse=True)  # h5py needs increasing indices
             crops = group["images"][unique][inverse]  # (B, S, S, 3) uint8
             transforms = group["transform"][unique][inverse]  # (B, 2, 3)
-            for name, joints in predict_crops(model, crops, transforms, device, use_spatial, flip_test, refine,
-                                              scales, dtype).items():
+            for name, joints in predict_crops(
+                model, crops, transforms, device, use_spatial, flip_test, refine, scales, dtype
+            ).items():
                 parts.setdefault(name, []).append(joints)
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(rows)), len(rows))
@@ -257,8 +258,10 @@ def predict_rows(
         k = model.config.detector.num_joints
         empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32))
         return {DETECTOR: empty, **({FULL: empty} if use_spatial and model.spatial is not None else {})}
-    return {name: Joints(np.concatenate([p.joints for p in ps]), np.concatenate([p.scores for p in ps]))
-            for name, ps in parts.items()}
+    return {
+        name: Joints(np.concatenate([p.joints for p in ps]), np.concatenate([p.scores for p in ps]))
+        for name, ps in parts.items()
+    }
 
 
 def final_joints(sets: dict[str, Joints]) -> Joints:

@@ -51,10 +51,10 @@ BOX_ASPECT = 2.0 / 3.0  # FLIC torso boxes: width / height
 
 # Drawing colours (RGB) by side; "left"/"right" follow the labels (observer-centric: "left" is image-right for a
 # person facing the camera). A limb is left or right when its joints are on that side or central, else centre.
-SIDE_COLOURS: dict[str, tuple[int, int, int]] = {"left": (0, 220, 255), "right": (255, 0, 200),
-                                                 "centre": (150, 255, 0)}
-JOINT_SIDES: tuple[str, ...] = tuple("left" if n[0] == "l" else "right" if n[0] == "r" else "centre"
-                                     for n in JOINT_NAMES)
+SIDE_COLOURS: dict[str, tuple[int, int, int]] = {"left": (0, 220, 255), "right": (255, 0, 200), "centre": (150, 255, 0)}
+JOINT_SIDES: tuple[str, ...] = tuple(
+    "left" if n[0] == "l" else "right" if n[0] == "r" else "centre" for n in JOINT_NAMES
+)
 
 
 def _limb_side(a: int, b: int) -> str:
@@ -341,8 +341,9 @@ class PosePredictor:
     dtype: torch.dtype = torch.float32  # the detector's arithmetic: float32 or bfloat16 (autocast)
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto", precision: Precision | str = Precision.auto,
-                        **options: Any) -> PosePredictor:
+    def from_checkpoint(
+        cls, path: Path, device: str = "auto", precision: Precision | str = Precision.auto, **options: Any
+    ) -> PosePredictor:
         """Load a checkpoint (its model and crop geometry) onto ``device``; ``options`` set the other fields.
 
         Raises:
@@ -368,7 +369,9 @@ class PosePredictor:
             return find_person(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
 
     def predict_images(
-        self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray | None],
+        self,
+        images: Sequence[tuple[Image.Image, float]],
+        boxes: Sequence[np.ndarray | None],
         files: Sequence[str] | None = None,
     ) -> list[PosePrediction]:
         """Predict a batch of photos: search a person where no box is given, one forward pass over the crops, then
@@ -408,8 +411,9 @@ class PosePredictor:
         limits = np.array(sizes, dtype=np.float64)[:, None, :] - 1  # (B, 1, 2)
         joints = np.clip(final.joints, 0, np.maximum(limits, 0))  # (B, K, 2)
         return [
-            PosePrediction(file, original, box, "given" if hyp is None else "search", j, s,
-                           None if hyp is None else hyp.score)
+            PosePrediction(
+                file, original, box, "given" if hyp is None else "search", j, s, None if hyp is None else hyp.score
+            )
             for file, original, box, hyp, j, s in zip(files, sizes, current, hypotheses, joints, final.scores)
         ]
 
@@ -422,8 +426,15 @@ class PosePredictor:
             source, source_factor = _prefiltered(image, factor, transform[0, 0])
             crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
             transforms.append(transform)
-        sets = predict_crops(self.model, np.stack(crops), np.stack(transforms), self.device,
-                             use_spatial=self.use_spatial, flip_test=self.flip_test, dtype=self.dtype)
+        sets = predict_crops(
+            self.model,
+            np.stack(crops),
+            np.stack(transforms),
+            self.device,
+            use_spatial=self.use_spatial,
+            flip_test=self.flip_test,
+            dtype=self.dtype,
+        )
         return final_joints(sets)
 
     def predict_image(
@@ -481,8 +492,11 @@ def draw_pose(image: Image.Image, joints: np.ndarray) -> Image.Image:
     width = max(2, round(max(out.size) / 200))  # line thickness grows with the image
     radius = 1.6 * width
     finite = np.isfinite(joints).all(axis=-1)  # (K,)
-    limbs = [(tuple(joints[a]), tuple(joints[b]), side) for (a, b), side in zip(SKELETON, LIMB_SIDES)
-             if finite[a] and finite[b]]
+    limbs = [
+        (tuple(joints[a]), tuple(joints[b]), side)
+        for (a, b), side in zip(SKELETON, LIMB_SIDES)
+        if finite[a] and finite[b]
+    ]
     for p, q, _ in limbs:  # dark outlines first, so limbs stand out on any background
         draw.line([p, q], fill=(0, 0, 0), width=width + 2 * max(1, width // 3))
     for p, q, side in limbs:

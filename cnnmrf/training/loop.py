@@ -86,8 +86,14 @@ def train(
         val_rows = val_rows[: config.val_limit]
     train_rows = np.sort(order[n_val:])
     train_set = FlicDataset(data, "train", rows=train_rows, augment=config.augment, seed=config.seed)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
-                                 drop_last=len(train_set) >= world * config.batch_size)
+    sampler = DistributedSampler(
+        train_set,
+        num_replicas=world,
+        rank=rank,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=len(train_set) >= world * config.batch_size,
+    )
 
     # ---- model: built fresh, or from earlier stages' checkpoints --------------------------------------------------
     start_epoch, best_pck, history = 0, -1.0, []
@@ -97,12 +103,16 @@ def train(
     else:
         model = _initial_model(config, prep.input_size, detector_ckpt, mrf_ckpt, train_joints, train_visible)
     if model.config.detector.input_size != prep.input_size:
-        raise CnnmrfError(f"the model expects {model.config.detector.input_size}px inputs but {data} holds "
-                          f"{prep.input_size}px crops; preprocess with --input-size {model.config.detector.input_size}")
+        raise CnnmrfError(
+            f"the model expects {model.config.detector.input_size}px inputs but {data} holds "
+            f"{prep.input_size}px crops; preprocess with --input-size {model.config.detector.input_size}"
+        )
     if model.config.detector.stride != prep.heatmap_stride:
-        raise CnnmrfError(f"the model's heatmap stride is {model.config.detector.stride} but {data} holds targets at "
-                          f"stride {prep.heatmap_stride}; preprocess with --heatmap-stride "
-                          f"{model.config.detector.stride}")
+        raise CnnmrfError(
+            f"the model's heatmap stride is {model.config.detector.stride} but {data} holds targets at "
+            f"stride {prep.heatmap_stride}; preprocess with --heatmap-stride "
+            f"{model.config.detector.stride}"
+        )
     model.to(device)
     if config.stage == "mrf":
         model.detector.requires_grad_(False)
@@ -118,8 +128,9 @@ def train(
         torch.set_rng_state(resume_state["rng"]["torch"])
     wrapped = model
     if world > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                            else None)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     loss_fn = LOSSES[config.loss]
     precision = resolve_precision(config.precision, device)
     if precision.dtype == torch.bfloat16:
@@ -138,8 +149,14 @@ def train(
         # ---- one epoch of training ---------------------------------------------------------------------------------
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                            drop_last=len(sampler) >= config.batch_size, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            train_set,
+            batch_size=config.batch_size,
+            sampler=sampler,
+            num_workers=config.workers,
+            drop_last=len(sampler) >= config.batch_size,
+            pin_memory=device.type == "cuda",
+        )
         wrapped.train()
         if config.stage == "mrf":
             model.detector.eval()  # frozen: keep BatchNorm statistics fixed
@@ -162,8 +179,10 @@ def train(
             if not torch.isfinite(loss):
                 if progress:
                     progress.stop()
-                raise CnnmrfError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                                  f"The last good checkpoint is kept in {out}; try a lower --lr")
+                raise CnnmrfError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
+                    f"The last good checkpoint is kept in {out}; try a lower --lr"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -173,8 +192,9 @@ def train(
             seen += images.shape[0] * world
             loss_sum += loss.item()
             if progress:
-                progress.update(task, advance=1, loss=loss_sum / (step + 1),
-                                rate=seen / (time.perf_counter() - started))
+                progress.update(
+                    task, advance=1, loss=loss_sum / (step + 1), rate=seen / (time.perf_counter() - started)
+                )
             fetched = time.perf_counter()
         if progress:
             progress.stop()
@@ -184,18 +204,31 @@ def train(
         if main_process:
             result = _validate(model, data, val_rows, device, precision.dtype)
             val = {name: 100 * result.at(name, 0.2) for name in ("wrist", "elbow", "shoulder", "hip", "mean")}
-            metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, steps_per_epoch), "val_pck@0.2": val,
-                       "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 2),
-                       "images_per_s": round(seen / seconds, 2), "data_wait_fraction": round(wait / seconds, 4),
-                       "precision": precision.name}
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(1, steps_per_epoch),
+                "val_pck@0.2": val,
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(seconds, 2),
+                "images_per_s": round(seen / seconds, 2),
+                "data_wait_fraction": round(wait / seconds, 4),
+                "precision": precision.name,
+            }
             history.append(metrics)
             if console is not None:
                 console.print(pck_table(result, title=f"epoch {epoch + 1}: validation PCK ({len(val_rows)} held-out)"))
             improved = val["mean"] > best_pck
             best_pck = max(best_pck, val["mean"])
-            state = {**base_state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_pck": best_pck,
-                     "history": history, "rng": {"torch": torch.get_rng_state()}}
+            state = {
+                **base_state,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_pck": best_pck,
+                "history": history,
+                "rng": {"torch": torch.get_rng_state()},
+            }
             save_checkpoint(out / "last.pt", state)
             if improved:
                 save_checkpoint(out / "best.pt", state)
@@ -224,8 +257,9 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return world, rank, device
 
 
-def _check_outputs(config: TrainConfig, out: Path, resume: bool, force: bool, detector_ckpt: Path | None,
-                   mrf_ckpt: Path | None) -> None:
+def _check_outputs(
+    config: TrainConfig, out: Path, resume: bool, force: bool, detector_ckpt: Path | None, mrf_ckpt: Path | None
+) -> None:
     """Refuse conflicting options and never overwrite a previous run silently."""
     if config.stage not in STAGES:
         raise CnnmrfError(f"unknown stage {config.stage!r}; expected one of {', '.join(STAGES)}")
@@ -249,8 +283,14 @@ def _check_outputs(config: TrainConfig, out: Path, resume: bool, force: bool, de
             (out / "metrics.jsonl").unlink()
 
 
-def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | None, mrf_ckpt: Path | None,
-                   joints: np.ndarray, visible: np.ndarray) -> PoseModel:
+def _initial_model(
+    config: TrainConfig,
+    input_size: int,
+    detector_ckpt: Path | None,
+    mrf_ckpt: Path | None,
+    joints: np.ndarray,
+    visible: np.ndarray,
+) -> PoseModel:
     """The model a fresh run starts from."""
     if mrf_ckpt is not None:
         model = model_from_checkpoint(load_checkpoint(mrf_ckpt))
@@ -274,8 +314,9 @@ def _initial_model(config: TrainConfig, input_size: int, detector_ckpt: Path | N
     if model.spatial is not None:
         # Initialise the pairwise priors from the training split's joint displacements (heatmap pixels).
         hm_joints = input_to_heatmap(joints, detector_config.stride)  # (N, K, 2)
-        hist = displacement_histograms(hm_joints, visible, model.spatial.config.heatmap_size,
-                                       model.spatial.config.histogram_sigma)
+        hist = displacement_histograms(
+            hm_joints, visible, model.spatial.config.heatmap_size, model.spatial.config.histogram_sigma
+        )
         model.spatial.init_from_histogram(hist)
     return model
 
@@ -325,9 +366,15 @@ def _lr_lambda(config: TrainConfig, total_steps: int):
     return factor
 
 
-def stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: dict[str, torch.Tensor],
-                target: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def stage_loss(
+    config: TrainConfig,
+    loss_fn: Callable[..., torch.Tensor],
+    out: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    visible: torch.Tensor,
+) -> torch.Tensor:
     """The loss of the stage being trained: detector maps, spatial-model maps, or both."""
+
     def on(maps: torch.Tensor, log_space: bool) -> torch.Tensor:
         maps = maps.float()
         if config.loss == "mse" and log_space:
@@ -343,8 +390,9 @@ def stage_loss(config: TrainConfig, loss_fn: Callable[..., torch.Tensor], out: d
 
 
 @torch.no_grad()
-def _validate(model: PoseModel, data: Path, rows: np.ndarray, device: torch.device,
-              dtype: torch.dtype = torch.float32) -> PCKResult:
+def _validate(
+    model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32
+) -> PCKResult:
     """PCK of the current model on the held-out rows, in original-image pixels."""
     if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
@@ -358,9 +406,15 @@ def _progress(console: Console | None, epoch: int, epochs: int) -> Progress | No
     if console is None:
         return None
     progress = Progress(
-        TextColumn(f"[bold]epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} img/s"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        TextColumn(f"[bold]epoch {epoch + 1}/{epochs}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.1f} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
     )
     progress.start()
     return progress
