@@ -15,7 +15,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
+from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.data.preprocess import preprocess_flic
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FLIC = REPO.parent / "shared" / "flic" / "FLIC"

@@ -9,11 +9,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import h5py
 import numpy as np
 from PIL import Image
 
 from cnnmrf.bundled import default_checkpoint
+from cnnmrf.data.format import read_split
 from cnnmrf.evaluation.pck import normalized_distances
 from cnnmrf.evaluation.predict import PosePredictor
 
@@ -38,9 +38,8 @@ def main() -> None:
         print(json.dumps({"benchmark": "search", "skipped": True, "reason": "needs data/flic.h5 and the FLIC images"}))
         return
     predictor = PosePredictor.from_checkpoint(args.checkpoint or default_checkpoint(), "cpu")
-    with h5py.File(args.data, "r") as h5:
-        files = h5["test/file"].asstr()[:]
-        boxes, truth = h5["test/torsobox"][:], h5["test/joints"][:]
+    test = read_split(args.data, "test", ("file", "torsobox", "joints"))
+    files, boxes, truth = test["file"], test["torsobox"], test["joints"]
     rows = np.random.default_rng(0).choice(len(files), min(args.n, len(files)), replace=False)
     images = [Image.open(args.flic / "images" / files[r]).convert("RGB") for r in rows]
     result = {"benchmark": "search", "frames": len(rows)}

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from cnnmrf.data.dataset import AugmentConfig, FlicDataset, open_dataset_file
+from cnnmrf.data.dataset import AugmentConfig, FlicDataset
+from cnnmrf.data.format import open_dataset
 from cnnmrf.losses import LOSSES
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel
@@ -52,8 +53,8 @@ def main() -> None:
     data = args.data
     if not data.is_file():
         sys.exit(f"{data} not found: make it with `cnnmrf preprocess path/to/FLIC --out {data}`")
-    h5, prep = open_dataset_file(data)
-    h5.close()
+    with open_dataset(data) as dataset:
+        prep = dataset.config
 
     config = TrainConfig(preset=args.preset, batch_size=args.batch, workers=args.workers, device="cpu")
     detector = DETECTOR_PRESETS[args.preset]()

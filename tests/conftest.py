@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.data.format import PreprocessConfig
 from tests.fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic
 
 

@@ -11,7 +11,8 @@ import scipy.io
 import torch
 from PIL import Image, ImageDraw
 
-from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
+from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.data.preprocess import preprocess_flic
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for

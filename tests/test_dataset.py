@@ -76,8 +76,10 @@ def test_unaugmented_item_equals_stored_data(tiny_h5: Path, augment: AugmentConf
             assert diff.max() <= 1 and diff.mean() < 0.05
         np.testing.assert_allclose(item["joints"].numpy(), ref["joints_input"], atol=1e-4)
         np.testing.assert_array_equal(item["visible"].numpy(), ref["visible"])
-        # The heatmaps are re-encoded from the joints; the file stores them as float16.
-        np.testing.assert_allclose(item["heatmaps"].numpy(), ref["heatmaps"].astype(np.float32), atol=2e-3)
+        if augment is None:  # the stored maps themselves
+            np.testing.assert_array_equal(item["heatmaps"].numpy(), ref["heatmaps"].astype(np.float32))
+        else:  # re-encoded from the joints; the file stores them as float16
+            np.testing.assert_allclose(item["heatmaps"].numpy(), ref["heatmaps"].astype(np.float32), atol=2e-3)
 
 
 def dot_image(size: int, x: float, y: float, sigma: float = 1.6) -> np.ndarray:
@@ -143,8 +145,9 @@ def test_forced_flip_swaps_left_and_right(tiny_h5: Path) -> None:
         torch.testing.assert_close(b["joints"], expected, atol=1e-4, rtol=0)
         inside = ((expected >= 0) & (expected <= 63)).all(-1)
         assert torch.equal(b["visible"], a["visible"][perm] & inside)
-        # The heatmaps follow: channel k of the output is the mirrored channel perm[k] of the input.
-        torch.testing.assert_close(b["heatmaps"], a["heatmaps"][perm].flip(-1), atol=1e-5, rtol=0)
+        # The heatmaps follow: channel k of the output is the mirrored channel perm[k] of the input (the unaugmented
+        # ones are the file's float16 maps: equal up to float16 rounding, 2^-11 relative).
+        torch.testing.assert_close(b["heatmaps"], a["heatmaps"][perm].flip(-1), atol=5e-4, rtol=0)
     # The fixture's people face the camera, so the person's left shoulder is at the larger x ...
     assert plain[0]["joints"][lsho, 0] > plain[0]["joints"][rsho, 0]
     # ... and after the mirror the (relabelled) left shoulder is still on the larger-x side.
@@ -174,9 +177,9 @@ def test_augmentation_is_deterministic(tiny_h5: Path) -> None:
 def test_dataloader_with_two_workers(tiny_h5: Path) -> None:
     ds = FlicDataset(tiny_h5, "train", augment=AugmentConfig(), seed=1)
     reference = [ds[i] for i in range(len(ds))]  # opens the file in this process ...
-    assert ds._h5 is not None
+    assert ds._file is not None
     clone = pickle.loads(pickle.dumps(ds))  # ... which is not sent to workers: each opens its own
-    assert clone._h5 is None
+    assert clone._file is None
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
     batches = list(loader)
     assert [b["image"].shape[0] for b in batches] == [3, 3, 2]

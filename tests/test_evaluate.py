@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.predict import (

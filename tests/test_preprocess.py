@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 
 from cnnmrf.data.flic import FlicSource
+from cnnmrf.data.format import FORMAT_VERSION, TRANSFORM_NOTE, PreprocessConfig, read_preprocess_config
 from cnnmrf.data.geometry import apply_affine, crop_transform, input_to_heatmap
-from cnnmrf.data.preprocess import (
-    FORMAT_VERSION,
-    TRANSFORM_NOTE,
-    PreprocessConfig,
-    preprocess_flic,
-    read_preprocess_config,
-)
+from cnnmrf.data.preprocess import preprocess_flic
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import PERSONS, TINY_CONFIG, build_tiny_h5, expected_labels, image_name, write_tiny_flic

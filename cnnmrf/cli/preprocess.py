@@ -11,7 +11,8 @@ import typer
 
 from cnnmrf.cli.console import console, progress_bar
 from cnnmrf.cli.options import Force, Workers
-from cnnmrf.data.preprocess import PreprocessConfig, preprocess_flic
+from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.data.preprocess import preprocess_flic
 
 _D = PreprocessConfig()
 

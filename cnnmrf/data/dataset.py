@@ -5,16 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cnnmrf.data.format import DatasetFile, open_dataset
 from cnnmrf.data.geometry import apply_affine, augmentation_transform, input_to_heatmap, pil_affine_data
 from cnnmrf.data.heatmaps import encode_heatmaps
-from cnnmrf.data.preprocess import PreprocessConfig, read_preprocess_config
-from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import FLIP_PERMUTATION
 
 
@@ -29,24 +27,13 @@ class AugmentConfig:
     color: float = 0.2  # brightness, contrast and saturation jitter amplitude
 
 
-def open_dataset_file(path: Path) -> tuple[h5py.File, PreprocessConfig]:
-    """Open a cnnmrf HDF5 dataset read-only with a clear error if it is missing or not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CnnmrfError(f"{path} does not exist; make it with `cnnmrf preprocess FLIC_DIR --out {path}`")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        raise CnnmrfError(f"{path} is not a readable HDF5 file ({err})") from err
-    return h5, read_preprocess_config(h5)
-
-
 class FlicDataset(Dataset):
     """Examples of one split of a cnnmrf HDF5 file.
 
     The file is opened lazily in each DataLoader worker. Augmentation is drawn from a generator seeded by
     ``(seed, epoch, index)``, so a run is reproducible whatever the number of workers; call
-    :meth:`set_epoch` before each epoch.
+    :meth:`set_epoch` before each epoch. Without augmentation the heatmaps are the ones stored in the file;
+    with it they are rendered again for the augmented joints (``encode_heatmaps``, as preprocess renders them).
 
     Each item is a dict: ``image`` (3, S, S) float32 in [0, 1]; ``heatmaps`` (K, H, W) float32; ``joints``
     (K, 2) float32 model-input pixels; ``visible`` (K,) bool; ``row`` int (row in the split).
@@ -61,17 +48,15 @@ class FlicDataset(Dataset):
         seed: int = 0,
     ) -> None:
         self.path = Path(path)
-        h5, self.config = open_dataset_file(self.path)
-        with h5:
-            if split not in h5:
-                raise CnnmrfError(f"{self.path} has no '{split}' split")
-            n = h5[split]["images"].shape[0]
+        with open_dataset(self.path) as dataset:
+            self.config = dataset.config
+            n = dataset.num_rows(split)
         self.split = split
         self.rows = np.arange(n) if rows is None else np.asarray(rows)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self._h5: h5py.File | None = None
+        self._file: DatasetFile | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of this epoch."""
@@ -82,27 +67,31 @@ class FlicDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_h5"] = None  # each worker opens its own handle
+        state["_file"] = None  # each worker opens its own handle
         return state
 
-    def _group(self) -> h5py.Group:
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r")
-        return self._h5[self.split]
+    def _read(self, row: int, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+        if self._file is None:
+            self._file = open_dataset(self.path)
+        return self._file.read_row(self.split, row, fields)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
-        group = self._group()
-        image = group["images"][row]  # (S, S, 3) uint8
-        joints = group["joints_input"][row].astype(np.float64)  # (K, 2)
-        visible = group["visible"][row]  # (K,)
+        if self.augment is None:
+            stored = self._read(row, ("images", "joints_input", "visible", "heatmaps"))
+            heatmaps = stored["heatmaps"].astype(np.float32)  # (K, H, W), as preprocess rendered them
+        else:
+            stored = self._read(row, ("images", "joints_input", "visible"))
+        image = stored["images"]  # (S, S, 3) uint8
+        joints = stored["joints_input"].astype(np.float64)  # (K, 2)
+        visible = stored["visible"]  # (K,)
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, self.epoch, row))
             image, joints, visible = augment_example(image, joints, visible, self.augment, rng)
-        cfg = self.config
-        heatmaps = encode_heatmaps(
-            input_to_heatmap(joints, cfg.heatmap_stride), visible, cfg.heatmap_size, cfg.heatmap_sigma
-        )  # (K, H, W)
+            cfg = self.config
+            heatmaps = encode_heatmaps(
+                input_to_heatmap(joints, cfg.heatmap_stride), visible, cfg.heatmap_size, cfg.heatmap_sigma
+            )  # (K, H, W)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0),
             "heatmaps": torch.from_numpy(heatmaps),

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnmrf.data.dataset import open_dataset_file
-from cnnmrf.data.preprocess import PreprocessConfig
+from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows
@@ -123,16 +122,16 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     data, checkpoint, out = Path(data), Path(checkpoint), Path(out)
     check_outputs(out, options.force)
-    h5, prep = open_dataset_file(data)
-    with h5:
-        if "test" not in h5 or h5["test"]["images"].shape[0] == 0:
+    with open_dataset(data) as dataset:
+        prep = dataset.config
+        total = dataset.num_rows("test") if "test" in dataset.splits else 0
+        if total == 0:
             raise CnnmrfError(f"{data} has no test examples")
-        group = h5["test"]
-        total = group["images"].shape[0]
         rows = np.arange(total if options.limit is None else min(options.limit, total))
-        truth = group["joints"][: len(rows)].astype(np.float64)  # (N, K, 2) original pixels
-        indices = group["index"][: len(rows)]  # (N,) FLIC example indices
-        files = [str(f) for f in group["file"].asstr()[: len(rows)]]
+        test = dataset.read("test", ("joints", "index", "file"), rows)
+    truth = test["joints"].astype(np.float64)  # (N, K, 2) original pixels
+    indices = test["index"]  # (N,) FLIC example indices
+    files = [str(f) for f in test["file"]]
     state = load_checkpoint(checkpoint)
     check_geometry(state, prep, checkpoint, data)
     device = resolve_device(options.device)

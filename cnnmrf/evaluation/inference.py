@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnmrf.data.format import open_dataset
 from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.devices import autocast
@@ -236,21 +237,15 @@ def predict_rows(
     Returns:
         ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran, in the order of ``rows``.
     """
-    import h5py
-
     model.eval()
     rows = np.asarray(rows, dtype=np.int64)
     parts: dict[str, list[Joints]] = {}
-    with h5py.File(h5_path, "r") as h5:
-        group = h5[split]
+    with open_dataset(h5_path) as dataset:
         for start in range(0, len(rows), batch_size):
-            batch_rows = rows[start : start + batch_size]
-            unique, inverse = np.unique(batch_rows, return_inverse=True)  # h5py needs increasing indices
-            crops = group["images"][unique][inverse]  # (B, S, S, 3) uint8
-            transforms = group["transform"][unique][inverse]  # (B, 2, 3)
-            for name, joints in predict_crops(
-                model, crops, transforms, device, use_spatial, flip_test, refine, scales, dtype
-            ).items():
+            batch = dataset.read(split, ("images", "transform"), rows[start : start + batch_size])
+            crops, transforms = batch["images"], batch["transform"]  # (B, S, S, 3) uint8, (B, 2, 3)
+            options = {"use_spatial": use_spatial, "flip_test": flip_test, "refine": refine, "scales": scales}
+            for name, joints in predict_crops(model, crops, transforms, device, dtype=dtype, **options).items():
                 parts.setdefault(name, []).append(joints)
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(rows)), len(rows))

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.geometry import crop_transform, heatmap_to_input
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.data.images import decode_image, render
-from cnnmrf.data.preprocess import PreprocessConfig
 from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops

@@ -12,7 +12,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -20,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cnnmrf.data.dataset import FlicDataset, open_dataset_file
+from cnnmrf.data.dataset import FlicDataset
+from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.devices import autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
@@ -74,11 +74,11 @@ def train(
     _check_outputs(config, out, resume, force, detector_ckpt, mrf_ckpt)
 
     # ---- data: a fixed held-out validation part of the training split ------------------------------------------
-    h5, prep = open_dataset_file(data)
-    with h5:
-        n_train = h5["train"]["images"].shape[0]
-        train_joints = h5["train"]["joints_input"][:]  # (N, K, 2) model-input pixels
-        train_visible = h5["train"]["visible"][:]  # (N, K)
+    with open_dataset(data) as dataset:
+        prep = dataset.config
+        n_train = dataset.num_rows("train")
+        labels = dataset.read("train", ("joints_input", "visible"))
+    train_joints, train_visible = labels["joints_input"], labels["visible"]  # (N, K, 2) model-input pixels, (N, K)
     order = np.random.default_rng(config.seed).permutation(n_train)
     n_val = int(round(config.val_fraction * n_train)) if n_train > 1 else 0
     val_rows = np.sort(order[:n_val])
@@ -396,8 +396,7 @@ def _validate(
     """PCK of the current model on the held-out rows, in original-image pixels."""
     if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
-    with h5py.File(data, "r") as h5:
-        truth = h5["train"]["joints"][:][rows]  # (N, K, 2) original pixels
+    truth = read_split(data, "train", ("joints",), rows)["joints"]  # (N, K, 2) original pixels
     pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device, dtype=dtype)).joints
     return evaluate_pck(pred, truth)
 
