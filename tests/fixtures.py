@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +13,9 @@ from PIL import Image, ImageDraw
 
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.preprocess import preprocess_flic
-from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
-from cnnmrf.training.checkpoint import save_checkpoint
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 160, 120
 SEED = 1234
@@ -227,14 +226,5 @@ def tiny_model(input_size: int = 64, spatial: bool = True, seed: int = 0) -> Pos
 def write_tiny_checkpoint(path: Path, prep: PreprocessConfig, spatial: bool = True, seed: int = 0) -> Path:
     """Save a tiny model for ``prep``'s geometry as a checkpoint with the keys evaluate and predict need."""
     model = tiny_model(prep.input_size, spatial, seed)
-    save_checkpoint(
-        path,
-        {
-            "model_config": model.config.to_dict(),
-            "preprocess": asdict(prep),
-            "joint_names": list(JOINT_NAMES),
-            "train_config": {},
-            "model": model.state_dict(),
-        },
-    )
+    save_checkpoint(path, checkpoint_state(model, prep))
     return path

@@ -10,29 +10,40 @@ import numpy as np
 import pytest
 import torch
 
+from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    INFERENCE_KEYS,
+    checkpoint_state,
+    export_weights,
+    load_checkpoint,
+    load_pose,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from cnnmrf.models.detector import DETECTOR_PRESETS
-from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
-from cnnmrf.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint, save_checkpoint
+from cnnmrf.models.pose import PoseConfig, PoseModel
+from tests.fixtures import tiny_model
 
-
-def tiny_model(with_spatial: bool = True) -> PoseModel:
-    torch.manual_seed(0)
-    detector = DETECTOR_PRESETS["tiny"]()
-    return PoseModel(PoseConfig(detector=detector, spatial=spatial_config_for(detector) if with_spatial else None))
+TINY_PREP = PreprocessConfig(input_size=64)
 
 
 def model_state(model: PoseModel) -> dict[str, Any]:
-    return {
-        "model_config": model.config.to_dict(),
-        "model": model.state_dict(),
-        "joint_names": list(JOINT_NAMES),
-        "epoch": 2,
-        "best_pck": 41.5,
-        "history": [{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}],
-        "rng": {"torch": torch.get_rng_state()},
-    }
+    """A checkpoint dict as a training run writes it (optimiser and schedule states included)."""
+    optimizer = torch.optim.Adam(model.parameters())
+    return checkpoint_state(
+        model,
+        TINY_PREP,
+        {"stage": "joint", "epochs": 3},
+        optimizer=optimizer.state_dict(),
+        scheduler={"last_epoch": 7},
+        epoch=2,
+        best_pck=41.5,
+        history=[{"epoch": 1, "val_pck@0.2": {"mean": 41.5}}],
+        rng={"torch": torch.get_rng_state()},
+    )
 
 
 class MarkerWriter:
@@ -47,7 +58,7 @@ class MarkerWriter:
 
 @pytest.mark.parametrize("with_spatial", [True, False])
 def test_round_trip(tmp_path: Path, with_spatial: bool) -> None:
-    model = tiny_model(with_spatial)
+    model = tiny_model(spatial=with_spatial)
     with torch.no_grad():  # make the BatchNorm buffers non-default so they are checked too
         model.detector.head[0][1].running_mean.uniform_()
     path = tmp_path / "run" / "last.pt"  # the folder is created
@@ -181,3 +192,38 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pyte
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_load_pose_gives_the_model_in_eval_mode_and_its_crop_geometry(tmp_path: Path) -> None:
+    model = tiny_model()
+    save_checkpoint(tmp_path / "c.pt", model_state(model))
+    loaded, prep = load_pose(tmp_path / "c.pt")
+    assert prep == TINY_PREP and not loaded.training
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(image)["spatial"], model(image)["spatial"])
+    without = {k: v for k, v in model_state(model).items() if k != "preprocess"}
+    save_checkpoint(tmp_path / "bare.pt", without)
+    with pytest.raises(CnnmrfError, match="records no valid crop geometry"):
+        load_pose(tmp_path / "bare.pt")
+
+
+def test_export_weights_keeps_what_inference_needs(tmp_path: Path) -> None:
+    model = tiny_model()
+    source, target = tmp_path / "run" / "best.pt", tmp_path / "weights" / "exported.pt"
+    save_checkpoint(source, model_state(model))
+    export_weights(source, target)
+    original, exported = load_checkpoint(source), load_checkpoint(target)
+    assert set(exported) == {"format", *INFERENCE_KEYS}  # no optimiser, schedule or random state
+    assert {"optimizer", "scheduler", "rng"} <= set(original)
+    for key in ("model_config", "preprocess", "joint_names", "train_config", "epoch", "best_pck", "history"):
+        assert exported[key] == original[key], key
+    assert set(exported["model"]) == set(original["model"])
+    for name, tensor in original["model"].items():
+        assert torch.equal(exported["model"][name], tensor), name
+    assert target.stat().st_size < source.stat().st_size
+    loaded, prep = load_pose(target)
+    assert prep == TINY_PREP and loaded.config == model.config
+    with pytest.raises(CnnmrfError, match="does not exist"):
+        export_weights(tmp_path / "missing.pt", tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()

@@ -25,8 +25,8 @@ from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import spatial_softmax_cross_entropy
+from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.models.pose import PoseModel
-from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.training.config import TrainConfig
 from tests.helpers import invoke
 

@@ -16,8 +16,7 @@ from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
-from cnnmrf.models.pose import PoseModel
-from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
+from cnnmrf.models.checkpoint import load_pose
 
 OUTPUT_NAMES: tuple[str, ...] = ("metrics.json", "predictions.json", "pck.png")
 GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "crop_scale", "heatmap_stride")
@@ -70,16 +69,19 @@ def check_outputs(out: Path, force: bool) -> None:
         raise CnnmrfError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite")
 
 
-def check_geometry(state: dict[str, Any], prep: PreprocessConfig, checkpoint: Path, data: Path) -> None:
+def check_geometry(trained: PreprocessConfig, prep: PreprocessConfig, checkpoint: Path, data: Path) -> None:
     """The checkpoint must have been trained on crops of the dataset's geometry.
 
+    Args:
+        trained: the crop geometry the checkpoint's model was trained on.
+        prep: the dataset's crop geometry.
+        checkpoint: the checkpoint's path (for the message).
+        data: the dataset's path (for the message).
+
     Raises:
-        CnnmrfError: the checkpoint records no geometry, or its input size, crop scale or stride differ.
+        CnnmrfError: its input size, crop scale or heatmap stride differ.
     """
-    trained = state.get("preprocess")
-    if not isinstance(trained, dict) or any(k not in trained for k in GEOMETRY_FIELDS):
-        raise CnnmrfError(f"checkpoint {checkpoint} records no crop geometry (preprocess settings)")
-    theirs = {k: trained[k] for k in GEOMETRY_FIELDS}
+    theirs = {k: getattr(trained, k) for k in GEOMETRY_FIELDS}
     ours = {k: getattr(prep, k) for k in GEOMETRY_FIELDS}
     if any(float(theirs[k]) != float(ours[k]) for k in GEOMETRY_FIELDS):
 
@@ -132,11 +134,11 @@ def evaluate_checkpoint(
     truth = test["joints"].astype(np.float64)  # (N, K, 2) original pixels
     indices = test["index"]  # (N,) FLIC example indices
     files = [str(f) for f in test["file"]]
-    state = load_checkpoint(checkpoint)
-    check_geometry(state, prep, checkpoint, data)
+    model, trained = load_pose(checkpoint)
+    check_geometry(trained, prep, checkpoint, data)
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
-    model: PoseModel = model_from_checkpoint(state).to(device).eval()
+    model = model.to(device)
 
     sets = predict_rows(
         model,

@@ -41,9 +41,9 @@ from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.inference import Joints, final_joints, predict_crops
 from cnnmrf.files import atomic_write_bytes
 from cnnmrf.joints import JOINT_NAMES, SKELETON, TORSO_PARTS
+from cnnmrf.models.checkpoint import load_pose
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.pose import PoseModel
-from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TORSO = JOINT_NAMES.index("torso")
@@ -349,14 +349,10 @@ class PosePredictor:
         Raises:
             CnnmrfError: missing or foreign checkpoint, or one without crop geometry.
         """
-        state = load_checkpoint(path)
-        try:
-            prep = PreprocessConfig(**state["preprocess"])
-        except (KeyError, TypeError) as err:
-            raise CnnmrfError(f"checkpoint {path} records no valid crop geometry (preprocess settings)") from err
+        model, prep = load_pose(path)
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev).dtype
-        return cls(model_from_checkpoint(state).to(dev).eval(), prep, dev, dtype=dtype, **options)
+        return cls(model.to(dev), prep, dev, dtype=dtype, **options)
 
     @property
     def torso_px(self) -> float:

@@ -29,10 +29,10 @@ from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import LOSSES, peak_normalised
+from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS, DetectorConfig
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
 from cnnmrf.models.spatial import displacement_histograms
-from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from cnnmrf.training.config import STAGES, TrainConfig
 
 
@@ -138,12 +138,7 @@ def train(
     if console is not None:
         console.print(f"precision {precision.name} ({precision.reason}) on {device}")
 
-    base_state = {
-        "model_config": model.config.to_dict(),
-        "preprocess": asdict(prep),
-        "joint_names": list(JOINT_NAMES),
-        "train_config": _jsonable(asdict(config)),
-    }
+    train_config = _jsonable(asdict(config))
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, config.epochs):
         # ---- one epoch of training ---------------------------------------------------------------------------------
@@ -219,16 +214,17 @@ def train(
                 console.print(pck_table(result, title=f"epoch {epoch + 1}: validation PCK ({len(val_rows)} held-out)"))
             improved = val["mean"] > best_pck
             best_pck = max(best_pck, val["mean"])
-            state = {
-                **base_state,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "best_pck": best_pck,
-                "history": history,
-                "rng": {"torch": torch.get_rng_state()},
-            }
+            state = checkpoint_state(
+                model,
+                prep,
+                train_config,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                epoch=epoch,
+                best_pck=best_pck,
+                history=history,
+                rng={"torch": torch.get_rng_state()},
+            )
             save_checkpoint(out / "last.pt", state)
             if improved:
                 save_checkpoint(out / "best.pt", state)
