@@ -18,8 +18,8 @@ from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.geometry import crop_transform
 from cnnmrf.data.images import render
 from cnnmrf.devices import resolve_precision
-from cnnmrf.evaluation.inference import predict_crops
-from cnnmrf.evaluation.predict import PosePredictor
+from cnnmrf.inference.crops import predict_crops
+from cnnmrf.inference.photos import PosePredictor
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.format import read_split
 from cnnmrf.evaluation.pck import normalized_distances
-from cnnmrf.evaluation.predict import PosePredictor
+from cnnmrf.inference.photos import PosePredictor
 
 
 def box_matches(found: np.ndarray, truth: np.ndarray) -> bool:

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import torch
 
 
-def median_seconds(fn: Callable[[], object], warmup: int = 1, iters: int = 5,
-                   device: torch.device | None = None) -> float:
+def median_seconds(
+    fn: Callable[[], object], warmup: int = 1, iters: int = 5, device: torch.device | None = None
+) -> float:
     """Median wall time of ``fn()`` over ``iters`` timed calls after ``warmup`` untimed ones (CUDA synchronised)."""
 
     def sync() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cnnmrf.bundled import default_checkpoint
+from cnnmrf.cli.evaluate import parse_scales
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
@@ -146,3 +147,10 @@ def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missi
         assert_one_line_error(
             invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px", "re-run `cnnmrf preprocess`"
         )
+
+
+def test_parse_scales() -> None:
+    assert parse_scales("1.0,0.8, 1.2") == (1.0, 0.8, 1.2)
+    for bad in ("", "a,b", "1.0,0", "9"):
+        with pytest.raises(CnnmrfError):
+            parse_scales(bad)

@@ -20,16 +20,13 @@ from cnnmrf.data.geometry import (
     pil_affine_data,
 )
 from cnnmrf.data.heatmaps import decode_heatmaps, encode_heatmaps
-from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import (
+from cnnmrf.inference.crops import (
     DETECTOR,
-    FULL,
+    SPATIAL,
     decode_to_original,
     final_joints,
     heatmap_to_original,
-    parse_scales,
     predict_heatmap_sets,
-    predict_heatmaps,
     predict_rows,
     unzoom_heatmaps,
     zoom_images,
@@ -67,7 +64,7 @@ def test_flip_test_of_a_symmetric_input_is_mirror_symmetric() -> None:
     x = torch.rand(2, 3, 64, 64)
     x = 0.5 * (x + x.flip(-1))  # left-right symmetric crops
     maps = predict_heatmap_sets(model, x, flip_test=True)
-    assert set(maps) == {DETECTOR, FULL}
+    assert set(maps) == {DETECTOR, SPATIAL}
     for m in maps.values():  # (2, K, 16, 16)
         torch.testing.assert_close(m.flip(-1)[:, PERM], m, atol=1e-5, rtol=1e-5)
 
@@ -75,8 +72,8 @@ def test_flip_test_of_a_symmetric_input_is_mirror_symmetric() -> None:
 def test_flip_test_is_equivariant_to_mirroring() -> None:
     model = tiny_model(seed=1)
     x = torch.rand(2, 3, 64, 64)
-    plain = predict_heatmaps(model, x, flip_test=True)  # (2, K, 16, 16)
-    mirrored = predict_heatmaps(model, x.flip(-1), flip_test=True)
+    plain = predict_heatmap_sets(model, x, flip_test=True)[SPATIAL]  # (2, K, 16, 16)
+    mirrored = predict_heatmap_sets(model, x.flip(-1), flip_test=True)[SPATIAL]
     torch.testing.assert_close(mirrored, plain.flip(-1)[:, PERM], atol=1e-5, rtol=1e-5)
     # Decoded joints: joint k in the mirrored crop is joint perm[k] of the original crop, mirrored.
     c1, _ = decode_heatmaps(plain, refine=True)
@@ -90,12 +87,13 @@ def test_single_scale_equals_plain_forward() -> None:
     with torch.no_grad():
         out = model(x)
     maps = predict_heatmap_sets(model, x, scales=(1.0,))
-    assert torch.equal(maps[DETECTOR], out["detector"]) and torch.equal(maps[FULL], out["spatial"])
+    assert torch.equal(maps[DETECTOR], out["detector"]) and torch.equal(maps[SPATIAL], out["spatial"])
     flipped = predict_heatmap_sets(model, x, flip_test=True, scales=(1.0,))
     with torch.no_grad():
         mirror = model(x.flip(-1))["spatial"].flip(-1)[:, PERM]
-    assert torch.equal(flipped[FULL], 0.5 * (out["spatial"] + mirror))
-    assert torch.equal(predict_heatmaps(model, x, use_spatial=False), out["detector"])
+    assert torch.equal(flipped[SPATIAL], 0.5 * (out["spatial"] + mirror))
+    assert set(predict_heatmap_sets(model, x, use_spatial=False)) == {DETECTOR}
+    assert torch.equal(predict_heatmap_sets(model, x, use_spatial=False)[DETECTOR], out["detector"])
 
 
 def test_zoom_matches_augmentation_transform() -> None:
@@ -139,13 +137,6 @@ def test_multi_scale_runs_and_covers_every_pixel() -> None:
             assert m.shape == (2, 10, 16, 16) and torch.isfinite(m).all()
 
 
-def test_parse_scales() -> None:
-    assert parse_scales("1.0,0.8, 1.2") == (1.0, 0.8, 1.2)
-    for bad in ("", "a,b", "1.0,0", "9"):
-        with pytest.raises(CnnmrfError):
-            parse_scales(bad)
-
-
 def test_predict_rows_gives_the_same_joints_in_any_row_order(tiny_h5: Path) -> None:
     model = tiny_model()
     with h5py.File(tiny_h5, "r") as h5:
@@ -154,7 +145,7 @@ def test_predict_rows_gives_the_same_joints_in_any_row_order(tiny_h5: Path) -> N
     joints, scores = final_joints(predict_rows(model, tiny_h5, "train", rows, batch_size=2, device="cpu"))
     assert joints.shape == (5, 10, 2) and scores.shape == (5, 10)
     sets = predict_rows(model, tiny_h5, "train", np.arange(n), batch_size=64, use_spatial=True)
-    np.testing.assert_allclose(joints, sets[FULL].joints[rows], atol=1e-4)
+    np.testing.assert_allclose(joints, sets[SPATIAL].joints[rows], atol=1e-4)
     np.testing.assert_array_equal(joints[2], joints[3])  # a repeated row gives the same prediction
     detector_only = predict_rows(model, tiny_h5, "train", rows, use_spatial=False)
     assert set(detector_only) == {DETECTOR}

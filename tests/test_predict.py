@@ -12,20 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cnnmrf.cli.predict import expand_inputs, output_stems, parse_box
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import final_joints, predict_rows
-from cnnmrf.evaluation.predict import (
-    SIDE_COLOURS,
-    PosePredictor,
-    box_from_joints,
-    check_box,
-    draw_pose,
-    expand_inputs,
-    find_person,
-    output_stems,
-    parse_box,
-)
+from cnnmrf.inference.crops import final_joints, predict_rows
+from cnnmrf.inference.drawing import SIDE_COLOURS, draw_pose
+from cnnmrf.inference.photos import PosePredictor, check_box
+from cnnmrf.inference.search import box_from_joints, find_person
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.detector import DetectorConfig
 from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint

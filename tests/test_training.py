@@ -21,8 +21,8 @@ import torch
 import cnnmrf.training.loop as loop
 from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import evaluate_pck
+from cnnmrf.inference.crops import final_joints, predict_rows
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import spatial_softmax_cross_entropy
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint

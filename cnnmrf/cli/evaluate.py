@@ -11,9 +11,24 @@ from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force, PrecisionOpt
 from cnnmrf.devices import Precision
+from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
-from cnnmrf.evaluation.inference import parse_scales
 from cnnmrf.evaluation.report import pck_table
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """Parse a ``--scales`` list such as ``"1.0,0.8,1.2"``.
+
+    Raises:
+        CnnmrfError: not a comma-separated list of numbers in [0.25, 4].
+    """
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CnnmrfError(f"--scales must be comma-separated numbers such as 1.0,0.8,1.2, not {text!r}") from None
+    if not scales or not all(0.25 <= s <= 4.0 for s in scales):
+        raise CnnmrfError(f"--scales must be numbers between 0.25 and 4 such as 1.0,0.8,1.2, not {text!r}")
+    return scales
 
 
 def evaluate(

@@ -1,11 +1,14 @@
-"""`cnnmrf predict`: find the joints of the person in photos."""
+"""`cnnmrf predict`: find the joints of the person in photos; the command's inputs, `--box` and output files."""
 
 from __future__ import annotations
 
+import glob
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -15,15 +18,112 @@ from cnnmrf.cli.console import console, fail
 from cnnmrf.cli.options import CheckpointOpt, Device, Force, PrecisionOpt
 from cnnmrf.devices import Precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.predict import (
-    PosePrediction,
-    PosePredictor,
-    expand_inputs,
-    output_stems,
-    parse_box,
-    predict_to_files,
-)
+from cnnmrf.inference.photos import PosePrediction, PosePredictor, save_prediction
 from cnnmrf.joints import JOINT_NAMES
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(args: Sequence[str], skip_dir: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Turn IMAGE arguments (files, folders, glob patterns) into image paths.
+
+    Files are kept as given (even if missing or not images: they fail later, one by one); a folder gives its images
+    (by suffix, sorted, not recursive), skipping earlier ``*_pose.png`` outputs when it is ``skip_dir``; a pattern the
+    shell did not expand is expanded here (sorted). Duplicates are dropped, order is kept.
+
+    Returns:
+        The paths and one message per argument that yielded nothing (an empty folder, a pattern matching nothing).
+    """
+    paths: list[Path] = []
+    problems: list[str] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if skip_dir is not None and path.resolve() == Path(skip_dir).resolve():
+                found = [p for p in found if not p.name.endswith("_pose.png")]
+            if not found:
+                problems.append(f"{arg}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            paths.extend(found)
+        elif not path.exists() and glob.has_magic(arg):
+            found = sorted(Path(p) for p in glob.glob(arg) if Path(p).is_file())
+            if not found:
+                problems.append(f"{arg}: no file matches this pattern")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    unique = list(dict.fromkeys(paths))
+    return unique, problems
+
+
+def output_stems(paths: Sequence[Path]) -> list[str]:
+    """Output name stems, one per path: the file stem, with ``-2``, ``-3``... appended when stems repeat."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return stems
+
+
+def parse_box(text: str) -> np.ndarray:
+    """Parse ``x1,y1,x2,y2`` (original-image pixels) into a (4,) float array.
+
+    Raises:
+        CnnmrfError: not four numbers, or not ``x1 < x2`` and ``y1 < y2``.
+    """
+    try:
+        box = np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except ValueError:
+        box = np.zeros(0)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        raise CnnmrfError(f"--box must be four numbers x1,y1,x2,y2 (the torso box, in pixels), not {text!r}")
+    if not (box[0] < box[2] and box[1] < box[3]):
+        raise CnnmrfError(f"--box {text} must have x1 < x2 and y1 < y2")
+    return box
+
+
+def output_paths(out: Path, stem: str) -> tuple[Path, Path]:
+    """``out/<stem>.json`` and ``out/<stem>_pose.png``."""
+    return out / f"{stem}.json", out / f"{stem}_pose.png"
+
+
+def check_outputs_free(paths: Sequence[Path], force: bool) -> None:
+    """Refuse to overwrite existing outputs without ``force``.
+
+    Raises:
+        CnnmrfError: one of ``paths`` exists and not ``force``.
+    """
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise CnnmrfError(f"{' and '.join(existing)} already exist(s); pass --force to overwrite")
+
+
+def predict_to_files(
+    predictor: PosePredictor, path: Path, box: np.ndarray | None, out: Path, stem: str, force: bool = False
+) -> tuple[PosePrediction, tuple[Path, Path]]:
+    """Predict one image file and write ``out/<stem>.json`` and ``out/<stem>_pose.png`` (skeleton, full resolution).
+
+    Args:
+        predictor: the loaded model.
+        path: the image file.
+        box: torso box in original pixels, or None to search for the person.
+        out: output folder.
+        stem: output name stem (see :func:`output_stems`).
+        force: overwrite existing outputs.
+
+    Returns:
+        The prediction and the two files written.
+
+    Raises:
+        CnnmrfError: existing outputs without ``force``, or a bad image or box (see :meth:`PosePredictor.predict_file`).
+    """
+    files = output_paths(Path(out), stem)
+    check_outputs_free(files, force)
+    prediction, image = predictor.predict_file(path, box, full_resolution=True)
+    save_prediction(prediction, image, *files)
+    return prediction, files
 
 
 def predict(

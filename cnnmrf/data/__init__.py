@@ -1,1 +1,1 @@
-"""Data stage: FLIC annotations, geometry and heatmap codecs, HDF5 preprocessing and the training dataset."""
+"""Data stage: FLIC annotations, geometry and heatmap codecs, the HDF5 format, preprocessing and the dataset."""

@@ -1,1 +1,1 @@
-"""Evaluation stage: FLIC PCK, reports, and inference that maps predictions back to original pixels."""
+"""Evaluation stage: FLIC PCK, the test-split run of a checkpoint, and its reports (JSON, plots, tables)."""

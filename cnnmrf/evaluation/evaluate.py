@@ -13,14 +13,16 @@ import numpy as np
 from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import DETECTOR, FULL, predict_rows
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
+from cnnmrf.inference.crops import DETECTOR, SPATIAL, predict_rows
 from cnnmrf.models.checkpoint import load_pose
 
 OUTPUT_NAMES: tuple[str, ...] = ("metrics.json", "predictions.json", "pck.png")
 GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "crop_scale", "heatmap_stride")
-LABELS: dict[str, str] = {FULL: "ConvNet + MRF", DETECTOR: "ConvNet alone"}
+LABELS: dict[str, str] = {SPATIAL: "ConvNet + MRF", DETECTOR: "ConvNet alone"}
+# How metrics.json names the results (a stable file format): the spatial model's output is the "full" model's.
+METRICS_NAMES: dict[str, str] = {SPATIAL: "full", DETECTOR: "detector"}
 
 
 @dataclass
@@ -40,10 +42,10 @@ class EvaluateOptions:
 
 @dataclass
 class Evaluation:
-    """What an evaluation produced: PCK per model variant ("detector", and "full" with a spatial model)."""
+    """What an evaluation produced: PCK per model output ("detector", and "spatial" with a spatial model)."""
 
     results: dict[str, PCKResult]
-    headline: str  # key of the main result: "full" when the spatial model ran, else "detector"
+    headline: str  # key of the main result: "spatial" when the spatial model ran, else "detector"
     num_examples: int  # test examples scored
     observer_centric: bool  # ground-truth convention of the dataset
     seconds: float
@@ -107,7 +109,8 @@ def evaluate_checkpoint(
     Ground truth is the dataset's ``test/joints`` (observer-centric unless preprocessed with --person-centric).
     When the spatial model runs, the detector alone is scored from the same forward passes. Writes
     ``predictions.json`` (main model), ``pck.png`` (main model solid, detector alone dashed) and, last,
-    ``metrics.json`` (main result at the top level, plus "detector" and "full" results and the run's settings).
+    ``metrics.json`` (main result at the top level, plus the "detector" and "full" (spatial model) results and the
+    run's settings).
 
     Args:
         data: HDF5 dataset from ``cnnmrf preprocess``.
@@ -155,19 +158,19 @@ def evaluate_checkpoint(
         on_progress=on_progress,
     )
     results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}
-    headline = FULL if FULL in results else DETECTOR
+    headline = SPATIAL if SPATIAL in results else DETECTOR
     seconds = time.perf_counter() - started
 
     out.mkdir(parents=True, exist_ok=True)
     final = sets[headline]
     save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
-    other = results[DETECTOR] if headline == FULL else None
+    other = results[DETECTOR] if headline == SPATIAL else None
     plot_pck_curves(
         results[headline], out / "pck.png", label=LABELS[headline], other=other, other_label=LABELS[DETECTOR]
     )
     extra = {
-        "headline": headline,
-        **{name: result.to_dict() for name, result in results.items()},
+        "headline": METRICS_NAMES[headline],
+        **{METRICS_NAMES[name]: result.to_dict() for name, result in results.items()},
         "checkpoint": str(checkpoint),
         "dataset": str(data),
         "split": "test",

@@ -1,1 +1,1 @@
-"""Model stage: the multi-resolution part detector, the FFT spatial model and their combination."""
+"""Model stage: the multi-resolution part detector, the FFT spatial model, their combination and checkpoints."""

@@ -1,1 +1,1 @@
-"""Training stage: configs, checkpoints and the one training loop shared by the three train commands."""
+"""Training stage: the run configuration and the one training loop shared by the three train commands."""

@@ -24,9 +24,9 @@ from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.devices import autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.inference import final_joints, predict_rows
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import pck_table
+from cnnmrf.inference.crops import final_joints, predict_rows
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import LOSSES, peak_normalised
 from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint

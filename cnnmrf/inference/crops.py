@@ -14,12 +14,12 @@ from cnnmrf.data.format import open_dataset
 from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
 from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.devices import autocast
-from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel
 
-# Names of the heatmap sets a forward pass yields: the detector's logits and, with a spatial model, its log-beliefs.
-DETECTOR, FULL = "detector", "full"
+# Names of the heatmap (and joint) sets a forward pass yields, as PoseModel names its outputs: the detector's logits
+# and, with a spatial model, the spatial model's log-beliefs (the full model's final output).
+DETECTOR, SPATIAL = "detector", "spatial"
 
 
 class Joints(NamedTuple):
@@ -43,21 +43,6 @@ def heatmap_to_original(coords: np.ndarray, transforms: np.ndarray, stride: int)
     points = heatmap_to_input(coords, stride)  # (N, K, 2) model-input pixels
     to_original = invert_affine(np.asarray(transforms, dtype=np.float64))  # (N, 2, 3) input -> original
     return apply_affine(to_original[:, None], points)  # (N, K, 2)
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    """Parse a ``--scales`` list such as ``"1.0,0.8,1.2"``.
-
-    Raises:
-        CnnmrfError: not a comma-separated list of numbers in [0.25, 4].
-    """
-    try:
-        scales = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise CnnmrfError(f"--scales must be comma-separated numbers such as 1.0,0.8,1.2, not {text!r}") from None
-    if not scales or not all(0.25 <= s <= 4.0 for s in scales):
-        raise CnnmrfError(f"--scales must be numbers between 0.25 and 4 such as 1.0,0.8,1.2, not {text!r}")
-    return scales
 
 
 def zoom_images(images: torch.Tensor, scale: float) -> torch.Tensor:
@@ -113,7 +98,7 @@ def predict_heatmap_sets(
         dtype: the detector's arithmetic, float32 or bfloat16 (autocast; the spatial model stays float32).
 
     Returns:
-        ``{"detector": (B, K, H, W)}`` plus ``"full": (B, K, H, W)`` when the spatial model ran; higher is better.
+        ``{"detector": (B, K, H, W)}`` plus ``"spatial": (B, K, H, W)`` when the spatial model ran; higher is better.
     """
     perm = list(FLIP_PERMUTATION)
     sums: dict[str, torch.Tensor] = {}
@@ -123,7 +108,7 @@ def predict_heatmap_sets(
         for flip in (False, True) if flip_test else (False,):
             with autocast(images.device, dtype):
                 out = model(zoomed.flip(-1) if flip else zoomed, use_spatial=use_spatial)
-            maps = {DETECTOR: out["detector"].float(), **({FULL: out["spatial"].float()} if "spatial" in out else {})}
+            maps = {name: m.float() for name, m in out.items()}  # DETECTOR, and SPATIAL when it ran
             for name, m in maps.items():  # (B, K, H, W) each
                 if flip:
                     m = m.flip(-1)[:, perm]
@@ -144,23 +129,6 @@ def predict_heatmap_sets(
         floor = mean.masked_fill(~seen, float("inf")).amin(dim=(-2, -1), keepdim=True)  # (B, K, 1, 1)
         out_maps[name] = torch.where(seen, mean, floor)
     return out_maps
-
-
-@torch.no_grad()
-def predict_heatmaps(
-    model: PoseModel,
-    images: torch.Tensor,
-    use_spatial: bool = True,
-    flip_test: bool = False,
-    scales: Sequence[float] = (1.0,),
-) -> torch.Tensor:
-    """Final heatmaps for a batch of crops: the spatial model's when it ran, else the detector's.
-
-    Shapes: images (B, 3, S, S) in [0, 1] -> (B, K, S/4, S/4) scores (higher is better). See
-    :func:`predict_heatmap_sets` for flip and multi-scale testing.
-    """
-    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales)
-    return maps.get(FULL, maps[DETECTOR])
 
 
 def decode_to_original(heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, refine: bool = True) -> Joints:
@@ -195,7 +163,7 @@ def predict_crops(
         dtype: the detector's arithmetic (float32 or bfloat16).
 
     Returns:
-        ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran.
+        ``{"detector": Joints}`` plus ``"spatial": Joints`` when the spatial model ran.
     """
     images = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales, dtype)  # name -> (B, K, H, W)
@@ -235,7 +203,7 @@ def predict_rows(
         on_progress: called with (done, total) after each batch.
 
     Returns:
-        ``{"detector": Joints}`` plus ``"full": Joints`` when the spatial model ran, in the order of ``rows``.
+        ``{"detector": Joints}`` plus ``"spatial": Joints`` when the spatial model ran, in the order of ``rows``.
     """
     model.eval()
     rows = np.asarray(rows, dtype=np.int64)
@@ -252,7 +220,7 @@ def predict_rows(
     if not parts:  # no rows: empty arrays of the right shape
         k = model.config.detector.num_joints
         empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32))
-        return {DETECTOR: empty, **({FULL: empty} if use_spatial and model.spatial is not None else {})}
+        return {DETECTOR: empty, **({SPATIAL: empty} if use_spatial and model.spatial is not None else {})}
     return {
         name: Joints(np.concatenate([p.joints for p in ps]), np.concatenate([p.scores for p in ps]))
         for name, ps in parts.items()
@@ -261,4 +229,4 @@ def predict_rows(
 
 def final_joints(sets: dict[str, Joints]) -> Joints:
     """The final model's joints of a prediction set: the spatial model's when it ran, else the detector's."""
-    return sets.get(FULL, sets[DETECTOR])
+    return sets.get(SPATIAL, sets[DETECTOR])
