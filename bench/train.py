@@ -21,7 +21,7 @@ from cnnmrf.losses import LOSSES
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel
 from cnnmrf.training.config import TrainConfig
-from cnnmrf.training.loop import build_optimizer, stage_loss
+from cnnmrf.training.optim import build_optimizer, stage_loss
 
 FLIC_TRAIN_EXAMPLES = 3987  # FLIC's training split, the size of one epoch
 
@@ -61,7 +61,7 @@ def main() -> None:
     detector.input_size = prep.input_size
     model = PoseModel(PoseConfig(detector=detector)).train()
     optimizer = build_optimizer(config, model)
-    loss_fn = LOSSES[config.loss]
+    loss_fn = LOSSES[config.loss.value]
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     dataset = FlicDataset(data, "train", augment=AugmentConfig(), seed=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 import cnnmrf.training.loop as loop
+from cnnmrf.cli.train import train_detector, train_joint, train_mrf
 from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import evaluate_pck
@@ -27,8 +29,9 @@ from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import spatial_softmax_cross_entropy
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.models.pose import PoseModel
-from cnnmrf.training.config import TrainConfig
-from tests.helpers import invoke
+from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Stage, TrainConfig
+from cnnmrf.training.optim import stage_loss
+from tests.helpers import invoke, text
 
 NO_AUGMENT = AugmentConfig(scale=0.0, rotation=0.0, shift=0.0, flip=0.0, color=0.0)
 CHECKPOINT_KEYS = {
@@ -173,17 +176,48 @@ def test_existing_run_needs_resume_or_force(tiny_h5: Path, tmp_path: Path) -> No
 
 
 def test_bad_options(tiny_h5: Path, tmp_path: Path) -> None:
+    with pytest.raises(CnnmrfError, match="needs --detector"):
+        loop.train(tiny(stage="mrf"), tiny_h5, tmp_path / "run")
     for overrides, message in (
-        ({"stage": "mrf"}, "needs --detector"),
-        ({"loss": "l1"}, "--loss"),
-        ({"preset": "huge"}, "unknown preset"),
-        ({"optimizer": "lbfgs"}, "--optimizer"),
-        ({"device": "tpu"}, "--device"),
+        ({"loss": "l1"}, "--loss must be one of ce, mse, not 'l1'"),
+        ({"preset": "huge"}, "--preset must be one of small, small-hr, paper, tiny, not 'huge'"),
+        ({"optimizer": "lbfgs"}, "--optimizer must be one of adam, sgd"),
+        ({"device": "tpu"}, "--device must be one of auto, cpu, cuda"),
+        ({"stage": "all"}, "stage must be one of detector, mrf, joint"),
+        ({"schedule": "step"}, "schedule must be one of cosine, constant"),
     ):
         with pytest.raises(CnnmrfError, match=message):
-            loop.train(tiny(**overrides), tiny_h5, tmp_path / "run")
+            tiny(**overrides)
+    config = tiny()
+    config.loss = "l1"  # set after construction: the loop checks again
+    with pytest.raises(CnnmrfError, match="--loss"):
+        loop.train(config, tiny_h5, tmp_path / "run")
     with pytest.raises(CnnmrfError, match="does not exist"):
         loop.train(tiny(), tmp_path / "missing.h5", tmp_path / "run2")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_each_stage_has_its_defaults_in_the_config_and_the_cli_shows_them() -> None:
+    for stage, command in ((Stage.detector, train_detector), (Stage.mrf, train_mrf), (Stage.joint, train_joint)):
+        config = TrainConfig(stage=stage.value)
+        assert (config.epochs, config.lr) == (STAGE_DEFAULTS[stage].epochs, STAGE_DEFAULTS[stage].lr)
+        defaults = {name: p.default for name, p in inspect.signature(command).parameters.items()}
+        assert defaults["epochs"] == config.epochs and defaults.get("lr", config.lr) == config.lr
+    joint = TrainConfig(stage="joint")
+    assert (joint.epochs, joint.lr) == (10, 5e-4) and joint.stage is Stage.joint and joint.loss is Loss.ce
+    assert TrainConfig(stage="joint", epochs=2, lr=0.1).epochs == 2  # given values win
+
+
+def test_cli_lists_the_choices_and_refuses_others(
+    tiny_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the help is drawn that wide: no choice list is wrapped
+    help_text = invoke("train-joint", "--help").output
+    for choices in ("<small|small-hr|paper|tiny>", "<adam|sgd>", "<ce|mse>", "<auto|cpu|cuda>", "<auto|fp32|bf16>"):
+        assert choices in help_text, choices
+    result = invoke("train-detector", tiny_h5, "--out", tmp_path / "run", "--loss", "l1")
+    assert result.exit_code == 2 and "'l1' is not one of" in text(result)
+    assert not (tmp_path / "run").exists()
 
 
 def check_run(run: Path, stage: str) -> dict[str, Any]:
@@ -209,15 +243,11 @@ def test_stage_loss_weights_the_detector_term_only_in_joint_training() -> None:
     target, visible = torch.rand(2, 10, 8, 8), torch.ones(2, 10, dtype=torch.bool)
     fn = spatial_softmax_cross_entropy
     det, spatial = fn(out["detector"], target, visible), fn(out["spatial"], target, visible)
-    assert torch.allclose(loop.stage_loss(tiny(stage="detector"), fn, out, target, visible), det)
+    assert torch.allclose(stage_loss(tiny(stage="detector"), fn, out, target, visible), det)
+    assert torch.allclose(stage_loss(tiny(stage="mrf", detector_loss_weight=1.0), fn, out, target, visible), spatial)
+    assert torch.allclose(stage_loss(tiny(stage="joint", detector_loss_weight=0.0), fn, out, target, visible), spatial)
     assert torch.allclose(
-        loop.stage_loss(tiny(stage="mrf", detector_loss_weight=1.0), fn, out, target, visible), spatial
-    )
-    assert torch.allclose(
-        loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.0), fn, out, target, visible), spatial
-    )
-    assert torch.allclose(
-        loop.stage_loss(tiny(stage="joint", detector_loss_weight=0.5), fn, out, target, visible), spatial + 0.5 * det
+        stage_loss(tiny(stage="joint", detector_loss_weight=0.5), fn, out, target, visible), spatial + 0.5 * det
     )
 
 
@@ -282,7 +312,9 @@ import torch
 import torch.distributed as dist
 
 import cnnmrf.training.loop as loop
-from cnnmrf.training.config import TrainConfig
+from cnnmrf.cli.train import train_detector, train_joint, train_mrf
+from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Stage, TrainConfig
+from cnnmrf.training.optim import stage_loss
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 rank = int(os.environ["RANK"])

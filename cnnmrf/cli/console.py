@@ -44,24 +44,29 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def progress_bar(label: str, transient: bool = False, show_rate: bool = False) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(
+    label: str, transient: bool = False, show_rate: bool = False, show_detail: bool = False
+) -> Iterator[Callable[..., None]]:
     """A progress bar fed by the yielded ``on_progress(done, total)`` callback of a library function.
 
     The bar appears at the first call, i.e. only once the function has checked its inputs (so an early one-line error
-    is not drawn over), and is stopped however the block ends. ``show_rate`` adds items per second.
+    is not drawn over), and is stopped however the block ends. ``show_rate`` adds items per second; ``show_detail``
+    adds the text given as ``on_progress(done, total, detail)``.
     """
     columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn()]
     if show_rate:
         columns.append(TextColumn("{task.fields[rate]}"))
+    if show_detail:
+        columns.append(TextColumn("{task.fields[detail]}"))
     columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     progress = Progress(*columns, console=console, transient=transient)
-    task = progress.add_task(label, total=None, rate="")
+    task = progress.add_task(label, total=None, rate="", detail="")
 
-    def on_progress(done: int, total: int) -> None:
+    def on_progress(done: int, total: int, detail: str = "") -> None:
         if not progress.live.is_started:
             progress.start()
         fields = {"rate": f"{done / (progress.tasks[0].elapsed or 1e-9):.0f} img/s"} if show_rate else {}
-        progress.update(task, completed=done, total=total, **fields)
+        progress.update(task, completed=done, total=total, detail=detail, **fields)
 
     try:
         yield on_progress

@@ -9,11 +9,12 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, Device, Force, PrecisionOpt
+from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, PrecisionOpt
 from cnnmrf.devices import Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
 from cnnmrf.evaluation.report import pck_table
+from cnnmrf.training.config import Device
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -48,7 +49,7 @@ def evaluate(
     ] = "1.0",
     no_refine: Annotated[bool, typer.Option("--no-refine", help="No sub-pixel peak refinement.")] = False,
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
-    device: Device = "auto",
+    device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     limit: Annotated[int | None, typer.Option(help="Only the first N test examples (quick looks).", min=1)] = None,
     force: Force = False,
@@ -60,7 +61,7 @@ def evaluate(
         scales=parse_scales(scales),
         refine=not no_refine,
         batch_size=batch_size,
-        device=device,
+        device=device.value,
         precision=precision,
         limit=limit,
         force=force,

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from cnnmrf.devices import Precision
+from cnnmrf.training.config import Device
 
 DataPath = Annotated[Path, typer.Argument(help="HDF5 dataset made by `cnnmrf preprocess`.", show_default=False)]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.jsonl.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", help="Worker processes (0: all cores).", min=0)]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run. auto: CUDA when available, else the CPU.")]
 PrecisionOpt = Annotated[
     Precision,
     typer.Option(

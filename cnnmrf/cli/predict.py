@@ -15,11 +15,12 @@ from rich.table import Table
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, fail
-from cnnmrf.cli.options import CheckpointOpt, Device, Force, PrecisionOpt
+from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, Force, PrecisionOpt
 from cnnmrf.devices import Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.inference.photos import PosePrediction, PosePredictor, save_prediction
 from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.training.config import Device
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -147,7 +148,7 @@ def predict(
     ] = False,
     no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
-    device: Device = "auto",
+    device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
     force: Force = False,
 ) -> None:
@@ -157,7 +158,7 @@ def predict(
     """
     torso_box = parse_box(box) if box is not None else None
     predictor = PosePredictor.from_checkpoint(
-        checkpoint or default_checkpoint(), device, precision, use_spatial=not no_mrf, flip_test=flip_test
+        checkpoint or default_checkpoint(), device.value, precision, use_spatial=not no_mrf, flip_test=flip_test
     )
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:

@@ -1,30 +1,38 @@
-"""`cnnmrf train-detector`, `train-mrf` and `train-joint`: the three training stages, one shared loop."""
+"""`cnnmrf train-detector`, `train-mrf` and `train-joint`: the three training stages, one shared loop, drawn here."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cnnmrf.cli.console import console
-from cnnmrf.cli.options import DataPath, Device, Force, OutDir, PrecisionOpt
-from cnnmrf.training.config import TrainConfig
-from cnnmrf.training.loop import train
+from cnnmrf.cli.console import console, progress_bar
+from cnnmrf.cli.options import DataPath, DeviceOpt, Force, OutDir, PrecisionOpt
+from cnnmrf.evaluation.report import pck_table
+from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Optimizer, Preset, Stage, TrainConfig
+from cnnmrf.training.loop import TrainProgress, train
 
-_D = TrainConfig()
+_D = TrainConfig()  # the settings every stage shares (epochs and lr come from STAGE_DEFAULTS)
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Examples per step (per process under torchrun).", min=1)]
 Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0)]
 SpatialLr = Annotated[float, typer.Option(help="Peak learning rate of the spatial model (log-space kernels).", min=0.0)]
-Optimizer = Annotated[str, typer.Option(help="adam or sgd.")]
-Loss = Annotated[str, typer.Option(help="ce (spatial-softmax cross-entropy) or mse (the paper's).")]
+OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="adam, or sgd with Nesterov momentum.")]
+LossOpt = Annotated[Loss, typer.Option("--loss", help="ce (spatial-softmax cross-entropy) or mse (the paper's).")]
 Seed = Annotated[int, typer.Option(help="Seed for initialisation, split, shuffling and augmentation.")]
 LoaderWorkers = Annotated[int, typer.Option("--workers", "-j", help="DataLoader worker processes.", min=0)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
 MaxSteps = Annotated[int, typer.Option(help="Cut each epoch to this many steps (0: full epochs).", min=0)]
-Preset = Annotated[str, typer.Option(help="Detector preset: small, paper or tiny.")]
+PresetOpt = Annotated[
+    Preset,
+    typer.Option(
+        "--preset",
+        help="Detector preset: small (2-core CPU), small-hr (stride-2 heatmaps), paper "
+        "(the paper's widths, for a GPU) or tiny (tests).",
+    ),
+]
 DetectorCkpt = Annotated[Path | None, typer.Option("--detector", help="Checkpoint from train-detector.")]
 InitCkpt = Annotated[
     Path | None,
@@ -46,20 +54,61 @@ DetectorLossWeight = Annotated[
 ]
 
 
+class TrainDisplay:
+    """Draws a run's :class:`TrainProgress` reports: the arithmetic once, a bar per epoch, then its validation table.
+
+    Use it as a context manager around :func:`train`, so the bar is stopped however the run ends.
+    """
+
+    def __init__(self) -> None:
+        self._epoch: ExitStack | None = None  # holds the current epoch's bar
+        self._update: Any = None
+        self._started = False
+
+    def __enter__(self) -> TrainDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        if self._epoch is not None:
+            self._epoch.close()
+        self._epoch, self._update = None, None
+
+    def __call__(self, report: TrainProgress) -> None:
+        """Show one report."""
+        if not self._started:
+            console.print(f"precision {report.precision.name} ({report.precision.reason}) on {report.device}")
+            self._started = True
+        if report.validation is not None:
+            self._end_epoch()
+            title = f"epoch {report.epoch}: validation PCK ({report.num_validation} held-out)"
+            console.print(pck_table(report.validation, title=title))
+            return
+        if self._epoch is None:
+            self._epoch = ExitStack()
+            self._update = self._epoch.enter_context(
+                progress_bar(f"epoch {report.epoch}/{report.epochs}", show_detail=True)
+            )
+        self._update(report.step, report.steps, f"loss {report.loss:.4f} {report.images_per_s:.1f} img/s")
+
+
 def _run(
-    stage: str,
+    stage: Stage,
     data: Path,
     out: Path,
     resume: bool,
     force: bool,
     detector: Path | None = None,
     mrf: Path | None = None,
-    **options: object,
+    **options: Any,
 ) -> None:
-    config = replace(TrainConfig(), stage=stage, **options)
-    metrics = train(
-        config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, console=console
-    )
+    config = TrainConfig(stage=stage, **options)
+    with TrainDisplay() as display:
+        metrics = train(
+            config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, on_progress=display
+        )
     if metrics:
         console.print(
             f"done: {out}/best.pt (validation mean PCK@0.2 {metrics['val_pck@0.2']['mean']:.1f} at the "
@@ -71,15 +120,15 @@ def train_detector(
     data: DataPath,
     out: OutDir = Path("runs/detector"),
     init: InitCkpt = None,
-    preset: Preset = _D.preset,
-    epochs: Epochs = _D.epochs,
+    preset: PresetOpt = _D.preset,
+    epochs: Epochs = STAGE_DEFAULTS[Stage.detector].epochs,
     batch_size: BatchSize = _D.batch_size,
-    lr: Lr = _D.lr,
-    optimizer: Optimizer = _D.optimizer,
-    loss: Loss = _D.loss,
+    lr: Lr = STAGE_DEFAULTS[Stage.detector].lr,
+    optimizer: OptimizerOpt = _D.optimizer,
+    loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
-    device: Device = _D.device,
+    device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
@@ -87,7 +136,7 @@ def train_detector(
 ) -> None:
     """Train the part detector alone (paper section 3.1)."""
     _run(
-        "detector",
+        Stage.detector,
         data,
         out,
         resume,
@@ -111,14 +160,14 @@ def train_mrf(
     data: DataPath,
     detector: DetectorCkpt = None,
     out: OutDir = Path("runs/mrf"),
-    epochs: Epochs = 3,
+    epochs: Epochs = STAGE_DEFAULTS[Stage.mrf].epochs,
     batch_size: BatchSize = _D.batch_size,
     spatial_lr: SpatialLr = _D.spatial_lr,
-    optimizer: Optimizer = _D.optimizer,
-    loss: Loss = _D.loss,
+    optimizer: OptimizerOpt = _D.optimizer,
+    loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
-    device: Device = _D.device,
+    device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
@@ -126,7 +175,7 @@ def train_mrf(
 ) -> None:
     """Train the spatial model (MRF) on the heatmaps of a frozen part detector (paper section 3.2)."""
     _run(
-        "mrf",
+        Stage.mrf,
         data,
         out,
         resume,
@@ -150,17 +199,17 @@ def train_joint(
     detector: DetectorCkpt = None,
     mrf: MrfCkpt = None,
     out: OutDir = Path("runs/joint"),
-    preset: Preset = _D.preset,
-    epochs: Epochs = 10,
+    preset: PresetOpt = _D.preset,
+    epochs: Epochs = STAGE_DEFAULTS[Stage.joint].epochs,
     batch_size: BatchSize = _D.batch_size,
-    lr: Lr = 5e-4,  # fine-tuning: lower than train-detector's
+    lr: Lr = STAGE_DEFAULTS[Stage.joint].lr,
     spatial_lr: SpatialLr = _D.spatial_lr,
     detector_loss_weight: DetectorLossWeight = _D.detector_loss_weight,
-    optimizer: Optimizer = _D.optimizer,
-    loss: Loss = _D.loss,
+    optimizer: OptimizerOpt = _D.optimizer,
+    loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
     workers: LoaderWorkers = _D.workers,
-    device: Device = _D.device,
+    device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
     max_steps: MaxSteps = 0,
     resume: Resume = False,
@@ -168,7 +217,7 @@ def train_joint(
 ) -> None:
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
     _run(
-        "joint",
+        Stage.joint,
         data,
         out,
         resume,

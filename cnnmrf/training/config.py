@@ -1,32 +1,97 @@
-"""The training configuration shared by `train-detector`, `train-mrf` and `train-joint`."""
+"""The training configuration shared by `train-detector`, `train-mrf` and `train-joint`, with each stage's defaults."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.devices import Precision
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.models.detector import DETECTOR_PRESETS
 
-STAGES = ("detector", "mrf", "joint")
+
+class Stage(str, enum.Enum):
+    """What a run trains."""
+
+    detector = "detector"  # the part detector alone (paper section 3.1)
+    mrf = "mrf"  # the spatial model on the heatmaps of a frozen detector (section 3.2)
+    joint = "joint"  # detector and spatial model together, by back-propagation
+
+
+# The detector presets of cnnmrf.models.detector (small, small-hr, paper, tiny), as choices.
+Preset = enum.Enum("Preset", [(name, name) for name in DETECTOR_PRESETS], type=str)  # type: ignore[misc]
+
+
+class Optimizer(str, enum.Enum):
+    """The optimiser."""
+
+    adam = "adam"
+    sgd = "sgd"  # with Nesterov momentum
+
+
+class Loss(str, enum.Enum):
+    """The heatmap loss (cnnmrf.losses.LOSSES)."""
+
+    ce = "ce"  # spatial-softmax cross-entropy
+    mse = "mse"  # the paper's mean squared error
+
+
+class Schedule(str, enum.Enum):
+    """The learning rate after warmup."""
+
+    cosine = "cosine"  # cosine decay to 1% of the peak
+    constant = "constant"
+
+
+class Device(str, enum.Enum):
+    """Where to run (see cnnmrf.devices.resolve_device); under torchrun each process takes its LOCAL_RANK GPU."""
+
+    auto = "auto"  # CUDA when available, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass(frozen=True)
+class StageDefaults:
+    """What differs between the stages' defaults."""
+
+    epochs: int  # passes over the training examples
+    lr: float  # peak learning rate of the part detector (train-mrf freezes it)
+
+
+STAGE_DEFAULTS: dict[Stage, StageDefaults] = {
+    Stage.detector: StageDefaults(epochs=40, lr=1e-3),
+    Stage.mrf: StageDefaults(epochs=3, lr=1e-3),
+    Stage.joint: StageDefaults(epochs=10, lr=5e-4),  # fine-tuning: lower than the detector's own training
+}
 
 
 @dataclass
 class TrainConfig:
-    """Everything that shapes a training run (saved in every checkpoint)."""
+    """Everything that shapes a training run (saved in every checkpoint, choices as plain strings).
 
-    stage: str = "detector"  # detector (part detector alone), mrf (spatial model on a frozen detector) or joint
-    preset: str = "small"  # detector preset: small (2-core CPU), paper (the paper's widths, for a GPU) or tiny
-    epochs: int = 40  # passes over the training examples
+    Choice fields accept their Enum or its value (``stage="joint"``); ``epochs`` and ``lr`` left as None take the
+    stage's defaults (:data:`STAGE_DEFAULTS`), so ``TrainConfig(stage="joint")`` is what ``cnnmrf train-joint`` runs.
+
+    Raises:
+        CnnmrfError: a choice field holds no valid choice.
+    """
+
+    stage: Stage = Stage.detector  # what to train
+    preset: Preset = Preset.small  # detector preset: small (2-core CPU), small-hr (stride 2), paper (GPU) or tiny
+    epochs: int | None = None  # passes over the training examples (None: the stage's default)
     batch_size: int = 16  # examples per step (per process under torchrun)
-    optimizer: str = "adam"  # adam or sgd (with momentum)
-    lr: float = 1e-3  # peak learning rate of the part detector
+    optimizer: Optimizer = Optimizer.adam  # adam or sgd (with momentum)
+    lr: float | None = None  # peak learning rate of the part detector (None: the stage's default)
     spatial_lr: float = 0.03  # peak learning rate of the spatial model (its kernels and biases act in log space)
     momentum: float = 0.9  # SGD momentum (Adam: beta1)
     weight_decay: float = 1e-4  # L2 on convolution weights only (not biases, BatchNorm or MRF kernels)
-    schedule: str = "cosine"  # cosine (to 1% of lr) or constant, after warmup
+    schedule: Schedule = Schedule.cosine  # cosine (to 1% of lr) or constant, after warmup
     warmup_steps: int = 200  # linear learning-rate warmup
     grad_clip: float = 10.0  # max global gradient norm (0: off)
-    loss: str = "ce"  # ce (spatial-softmax cross-entropy) or mse (the paper's)
+    loss: Loss = Loss.ce  # ce (spatial-softmax cross-entropy) or mse (the paper's)
     # train-joint: weight of the detector's own loss next to the spatial model's. 0 supervises only the final output,
     # as in the paper's joint training: the detector may then keep several candidates for the spatial model to choose
     # from (measured in docs/results.md).
@@ -35,7 +100,34 @@ class TrainConfig:
     val_limit: int = 0  # cap on validation examples (0: all held-out ones)
     seed: int = 0  # seeds initialisation, the train/val split, shuffling and augmentation
     workers: int = 2  # DataLoader worker processes
-    device: str = "auto"  # auto, cpu or cuda
+    device: Device = Device.auto  # auto, cpu or cuda
     precision: Precision = Precision.auto  # detector arithmetic: bf16 where native (AMX, AVX512-BF16, CUDA), else fp32
     max_steps_per_epoch: int = 0  # cut epochs short (0: full epochs); for smoke tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentations
+
+    def __post_init__(self) -> None:
+        self.stage = _choice(Stage, self.stage, "stage")
+        self.preset = _choice(Preset, self.preset, "--preset")
+        self.optimizer = _choice(Optimizer, self.optimizer, "--optimizer")
+        self.schedule = _choice(Schedule, self.schedule, "schedule")
+        self.loss = _choice(Loss, self.loss, "--loss")
+        self.device = _choice(Device, self.device, "--device")
+        self.precision = _choice(Precision, self.precision, "--precision")
+        defaults = STAGE_DEFAULTS[self.stage]
+        if self.epochs is None:
+            self.epochs = defaults.epochs
+        if self.lr is None:
+            self.lr = defaults.lr
+
+
+def _choice(kind: type[enum.Enum], value: Any, name: str) -> Any:
+    """``value`` as a member of the Enum ``kind``.
+
+    Raises:
+        CnnmrfError: it is none of the members or their values.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise CnnmrfError(f"{name} must be one of {choices}, not {value!r}") from None

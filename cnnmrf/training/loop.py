@@ -4,36 +4,55 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cnnmrf.data.dataset import FlicDataset
 from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.geometry import input_to_heatmap
-from cnnmrf.devices import autocast, resolve_device, resolve_precision
+from cnnmrf.devices import Resolved, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
-from cnnmrf.evaluation.report import pck_table
 from cnnmrf.inference.crops import final_joints, predict_rows
 from cnnmrf.joints import JOINT_NAMES
-from cnnmrf.losses import LOSSES, peak_normalised
+from cnnmrf.losses import LOSSES
 from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS, DetectorConfig
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
 from cnnmrf.models.spatial import displacement_histograms
-from cnnmrf.training.config import STAGES, TrainConfig
+from cnnmrf.training.config import Stage, TrainConfig
+from cnnmrf.training.optim import build_optimizer, lr_lambda, stage_loss, steps_per_epoch
+
+VALIDATION_GROUPS: tuple[str, ...] = ("wrist", "elbow", "shoulder", "hip", "mean")  # PCK@0.2 kept in metrics.jsonl
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Where a run is, for whoever shows it (rank 0 only); the CLI draws a bar per epoch and a table after it.
+
+    Reported at the start of every epoch (``step`` 0), after every step, and once more at the end of the epoch with
+    ``validation`` set (after the epoch's checkpoints and metrics line are written).
+    """
+
+    epoch: int  # 1-based, as in metrics.jsonl
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int  # steps per epoch
+    loss: float  # mean training loss over this epoch's steps so far (nan before the first)
+    images_per_s: float  # training throughput this epoch, all processes together
+    precision: Resolved  # the detector's arithmetic, and why
+    device: torch.device
+    validation: PCKResult | None = None  # PCK of the held-out examples, at the end of the epoch
+    num_validation: int = 0  # held-out examples scored
 
 
 def train(
@@ -45,7 +64,7 @@ def train(
     mrf_ckpt: Path | None = None,
     resume: bool = False,
     force: bool = False,
-    console: Console | None = None,
+    on_progress: Callable[[TrainProgress], None] | None = None,
     on_epoch_end: Callable[[int, PoseModel], None] | None = None,
 ) -> dict[str, Any]:
     """Train one stage and write ``out/last.pt``, ``out/best.pt`` and ``out/metrics.jsonl``.
@@ -58,17 +77,21 @@ def train(
         mrf_ckpt: checkpoint with detector and spatial model that starts the ``joint`` stage.
         resume: continue from ``out/last.pt`` (model, optimiser, schedule, epoch).
         force: start afresh even if ``out`` holds a previous run (its checkpoints are overwritten).
-        console: where to print (rank 0 only); None prints nothing.
+        on_progress: called on rank 0 with each :class:`TrainProgress` report (the loop itself prints nothing).
         on_epoch_end: hook for tests and tools, called on every rank after each epoch (once its checkpoints are
             written) with the epoch number (1-based, as in metrics.jsonl) and the unwrapped model.
 
     Returns:
         The last epoch's metrics.
+
+    Raises:
+        CnnmrfError: conflicting options, a missing or foreign dataset or checkpoint, or a non-finite loss.
     """
+    config = replace(config)  # checks the choice fields again (and fills the stage's defaults)
     # ---- processes: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; otherwise a single process -------------------------
-    world, rank, device = _setup_distributed(config.device)
+    world, rank, device = _setup_distributed(config.device.value)
     main_process = rank == 0
-    console = console if main_process else None
+    report = on_progress if main_process else None
     torch.manual_seed(config.seed)
     out = Path(out)
     _check_outputs(config, out, resume, force, detector_ckpt, mrf_ckpt)
@@ -114,12 +137,12 @@ def train(
             f"{model.config.detector.stride}"
         )
     model.to(device)
-    if config.stage == "mrf":
+    if config.stage is Stage.mrf:
         model.detector.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(config, model)
-    steps_per_epoch = _steps_per_epoch(config, len(sampler))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
+    epoch_steps = steps_per_epoch(config, len(sampler))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, epoch_steps * config.epochs))
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -131,12 +154,10 @@ def train(
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    loss_fn = LOSSES[config.loss]
+    loss_fn = LOSSES[config.loss.value]
     precision = resolve_precision(config.precision, device)
     if precision.dtype == torch.bfloat16:
         model.detector.to(memory_format=torch.channels_last)  # the layout oneDNN's bf16 convolutions want
-    if console is not None:
-        console.print(f"precision {precision.name} ({precision.reason}) on {device}")
 
     train_config = _jsonable(asdict(config))
     metrics: dict[str, Any] = {}
@@ -153,14 +174,15 @@ def train(
             pin_memory=device.type == "cuda",
         )
         wrapped.train()
-        if config.stage == "mrf":
+        if config.stage is Stage.mrf:
             model.detector.eval()  # frozen: keep BatchNorm statistics fixed
         started, seen, loss_sum, wait = time.perf_counter(), 0, 0.0, 0.0
-        progress = _progress(console, epoch, config.epochs)
-        task = progress.add_task("train", total=steps_per_epoch, loss=float("nan"), rate=0.0) if progress else None
+        progress = TrainProgress(epoch + 1, config.epochs, 0, epoch_steps, float("nan"), 0.0, precision, device)
+        if report is not None:
+            report(progress)
         fetched = time.perf_counter()
         for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
+            if step >= epoch_steps:
                 break
             wait += time.perf_counter() - fetched
             images = batch["image"].to(device, non_blocking=True)  # (B, 3, S, S)
@@ -172,8 +194,6 @@ def train(
                 out_maps = wrapped(images)
             loss = stage_loss(config, loss_fn, out_maps, target, visible)  # float32
             if not torch.isfinite(loss):
-                if progress:
-                    progress.stop()
                 raise CnnmrfError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
                     f"The last good checkpoint is kept in {out}; try a lower --lr"
@@ -186,22 +206,19 @@ def train(
             scheduler.step()
             seen += images.shape[0] * world
             loss_sum += loss.item()
-            if progress:
-                progress.update(
-                    task, advance=1, loss=loss_sum / (step + 1), rate=seen / (time.perf_counter() - started)
-                )
+            if report is not None:
+                rate = seen / (time.perf_counter() - started)
+                report(replace(progress, step=step + 1, loss=loss_sum / (step + 1), images_per_s=rate))
             fetched = time.perf_counter()
-        if progress:
-            progress.stop()
         seconds = time.perf_counter() - started
 
         # ---- validation, logging and checkpoints (rank 0) ---------------------------------------------------------
         if main_process:
             result = _validate(model, data, val_rows, device, precision.dtype)
-            val = {name: 100 * result.at(name, 0.2) for name in ("wrist", "elbow", "shoulder", "hip", "mean")}
+            val = {name: 100 * result.at(name, 0.2) for name in VALIDATION_GROUPS}
             metrics = {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum / max(1, steps_per_epoch),
+                "train_loss": loss_sum / max(1, epoch_steps),
                 "val_pck@0.2": val,
                 "lr": scheduler.get_last_lr()[0],
                 "seconds": round(seconds, 2),
@@ -210,8 +227,6 @@ def train(
                 "precision": precision.name,
             }
             history.append(metrics)
-            if console is not None:
-                console.print(pck_table(result, title=f"epoch {epoch + 1}: validation PCK ({len(val_rows)} held-out)"))
             improved = val["mean"] > best_pck
             best_pck = max(best_pck, val["mean"])
             state = checkpoint_state(
@@ -230,6 +245,9 @@ def train(
                 save_checkpoint(out / "best.pt", state)
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(metrics) + "\n")
+            if report is not None:
+                end = replace(progress, step=epoch_steps, validation=result, num_validation=len(val_rows))
+                report(replace(end, loss=metrics["train_loss"], images_per_s=metrics["images_per_s"]))
         if world > 1:
             dist.barrier()
         if on_epoch_end is not None:
@@ -257,15 +275,7 @@ def _check_outputs(
     config: TrainConfig, out: Path, resume: bool, force: bool, detector_ckpt: Path | None, mrf_ckpt: Path | None
 ) -> None:
     """Refuse conflicting options and never overwrite a previous run silently."""
-    if config.stage not in STAGES:
-        raise CnnmrfError(f"unknown stage {config.stage!r}; expected one of {', '.join(STAGES)}")
-    if config.loss not in LOSSES:
-        raise CnnmrfError(f"--loss must be one of {', '.join(LOSSES)}, not {config.loss!r}")
-    if config.optimizer not in ("adam", "sgd"):
-        raise CnnmrfError(f"--optimizer must be adam or sgd, not {config.optimizer!r}")
-    if config.preset not in DETECTOR_PRESETS:
-        raise CnnmrfError(f"unknown preset {config.preset!r}; expected one of {', '.join(DETECTOR_PRESETS)}")
-    if config.stage == "mrf" and detector_ckpt is None and not resume:
+    if config.stage is Stage.mrf and detector_ckpt is None and not resume:
         raise CnnmrfError("train-mrf needs --detector CKPT (a checkpoint from train-detector)")
     if resume and force:
         raise CnnmrfError("--resume and --force contradict each other: pick one")
@@ -295,12 +305,12 @@ def _initial_model(
         return model
     if detector_ckpt is not None:
         detector = model_from_checkpoint(load_checkpoint(detector_ckpt)).detector
-        detector_config = _upgraded_config(detector.config, config.preset)
+        detector_config = _upgraded_config(detector.config, config.preset.value)
     else:
-        detector, detector_config = None, DETECTOR_PRESETS[config.preset]()
+        detector, detector_config = None, DETECTOR_PRESETS[config.preset.value]()
         detector_config.input_size = input_size
     spatial = None
-    if config.stage != "detector":
+    if config.stage is not Stage.detector:
         spatial = spatial_config_for(detector_config)
     model = PoseModel(PoseConfig(detector=detector_config, spatial=spatial))
     if detector is not None:
@@ -329,62 +339,6 @@ def _upgraded_config(checkpoint: DetectorConfig, preset: str) -> DetectorConfig:
     return replace(checkpoint, **head) if same_body else checkpoint
 
 
-def build_optimizer(config: TrainConfig, model: PoseModel) -> torch.optim.Optimizer:
-    """Adam or SGD: weight decay on the detector's convolution weights only; the spatial model at ``spatial_lr``."""
-    decay = [m.weight for m in model.detector.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
-    decay_ids = {id(p) for p in decay}
-    rest = [p for p in model.detector.parameters() if p.requires_grad and id(p) not in decay_ids]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    if model.spatial is not None:
-        groups.append({"params": list(model.spatial.parameters()), "weight_decay": 0.0, "lr": config.spatial_lr})
-    groups = [g for g in groups if g["params"]]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
-    return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999))
-
-
-def _steps_per_epoch(config: TrainConfig, samples: int) -> int:
-    steps = samples // config.batch_size if samples >= config.batch_size else 1
-    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
-
-
-def _lr_lambda(config: TrainConfig, total_steps: int):
-    """Linear warmup, then cosine decay to 1% (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def stage_loss(
-    config: TrainConfig,
-    loss_fn: Callable[..., torch.Tensor],
-    out: dict[str, torch.Tensor],
-    target: torch.Tensor,
-    visible: torch.Tensor,
-) -> torch.Tensor:
-    """The loss of the stage being trained: detector maps, spatial-model maps, or both."""
-
-    def on(maps: torch.Tensor, log_space: bool) -> torch.Tensor:
-        maps = maps.float()
-        if config.loss == "mse" and log_space:
-            maps = peak_normalised(maps)
-        return loss_fn(maps, target, visible)
-
-    if config.stage == "detector":
-        return on(out["detector"], log_space=False)
-    spatial = on(out["spatial"], log_space=True)
-    if config.stage == "mrf":
-        return spatial
-    return spatial + config.detector_loss_weight * on(out["detector"], log_space=False)
-
-
 @torch.no_grad()
 def _validate(
     model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32
@@ -395,24 +349,6 @@ def _validate(
     truth = read_split(data, "train", ("joints",), rows)["joints"]  # (N, K, 2) original pixels
     pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device, dtype=dtype)).joints
     return evaluate_pck(pred, truth)
-
-
-def _progress(console: Console | None, epoch: int, epochs: int) -> Progress | None:
-    if console is None:
-        return None
-    progress = Progress(
-        TextColumn(f"[bold]epoch {epoch + 1}/{epochs}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.1f} img/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    progress.start()
-    return progress
 
 
 def _jsonable(value: Any) -> Any:
