@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.preprocess import preprocess_flic
+from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
@@ -228,3 +229,47 @@ def write_tiny_checkpoint(path: Path, prep: PreprocessConfig, spatial: bool = Tr
     model = tiny_model(prep.input_size, spatial, seed)
     save_checkpoint(path, checkpoint_state(model, prep))
     return path
+
+
+def torso_finder_model(input_size: int = 64) -> PoseModel:
+    """A tiny detector (no spatial model) wired by hand so that its torso logit is the image's redness, 10 * (red -
+    green) through its first bank's centre taps; every other joint scores 0. Stands in for a trained detector where a
+    test needs the person search to depend on what the photo shows (:func:`red_blob_photo`)."""
+    detector = DETECTOR_PRESETS["tiny"]()
+    detector.input_size = input_size
+    model = PoseModel(PoseConfig(detector, None))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.BatchNorm2d):  # the identity, in eval mode
+                module.reset_running_stats()
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+        def centre_tap(conv: torch.nn.Conv2d, out: int, inp: int, value: float) -> None:
+            k = conv.kernel_size[0] // 2
+            conv.weight[out, inp, k, k] = value
+
+        bank = model.detector.banks[0].layers  # conv, pool, conv, pool, conv: the full-resolution bank
+        centre_tap(bank[0][0], 0, 0, 0.229)  # undoes the red channel's normalisation: red - 0.485 ...
+        centre_tap(bank[0][0], 0, 1, -0.224)  # ... minus (green - 0.456)
+        centre_tap(bank[2][0], 0, 0, 1.0)
+        centre_tap(bank[4][0], 0, 0, 1.0)
+        head = model.detector.head
+        centre_tap(head[0][0], 0, 0, 1.0)
+        centre_tap(head[1][0], 0, 0, 1.0)
+        head[2].weight[JOINT_NAMES.index("torso"), 0, 0, 0] = 10.0
+    return model.eval()
+
+
+def red_blob_photo(cx: float, cy: float, size: tuple[int, int] = (IMAGE_WIDTH, IMAGE_HEIGHT)) -> Image.Image:
+    """A grey noisy photo with one red Gaussian blob (sigma 6 px) centred on (cx, cy): what :func:`torso_finder_model`
+    takes for a torso."""
+    width, height = size
+    pixels = np.random.default_rng(0).integers(40, 90, size=(height, width, 3)).astype(np.float64)
+    yy, xx = np.mgrid[0:height, 0:width]
+    blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 6.0**2))[..., None]  # (H, W, 1)
+    return Image.fromarray((pixels * (1 - blob) + blob * np.array([230, 30, 30])).astype(np.uint8))

@@ -57,7 +57,7 @@ class MarkerWriter:
 
 
 @pytest.mark.parametrize("with_spatial", [True, False])
-def test_round_trip(tmp_path: Path, with_spatial: bool) -> None:
+def test_round_trip_keeps_weights_records_and_outputs(tmp_path: Path, with_spatial: bool) -> None:
     model = tiny_model(spatial=with_spatial)
     with torch.no_grad():  # make the BatchNorm buffers non-default so they are checked too
         model.detector.head[0][1].running_mean.uniform_()
@@ -83,7 +83,7 @@ def test_round_trip(tmp_path: Path, with_spatial: bool) -> None:
             assert torch.equal(rebuilt(image)[key], value), key
 
 
-def test_map_location(tmp_path: Path) -> None:
+def test_map_location_puts_the_tensors_there(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pt", model_state(tiny_model()))
     state = load_checkpoint(tmp_path / "c.pt", map_location="cpu")
     assert all(t.device.type == "cpu" for t in state["model"].values())

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import pytest
 
+import cnnmrf
+from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import image_name, write_tiny_flic
 from tests.helpers import assert_one_line_error, invoke, text
 
@@ -22,8 +28,9 @@ def test_help_lists_all_commands() -> None:
         assert command in result.output
 
 
-def test_no_arguments_shows_help() -> None:
+def test_no_arguments_shows_help_as_a_usage_error() -> None:
     result = invoke()
+    assert result.exit_code == 2
     assert "Usage" in result.output and "preprocess" in result.output
 
 
@@ -53,7 +60,6 @@ def test_preprocess_help_documents_options() -> None:
 
 def test_preprocess_missing_input(tmp_path: Path) -> None:
     result = invoke("preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5")
-    assert result.exit_code == 1
     assert_one_line_error(result, "does not exist")
     assert not (tmp_path / "x.h5").exists()
 
@@ -135,3 +141,28 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     result = invoke("--debug", "preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5")
     assert result.exit_code != 0
     assert result.exception is not None and "does not exist" in str(result.exception)
+
+
+def installed_script() -> Path:
+    """The ``cnnmrf`` console script that ``pip install`` put beside this Python (else the first on PATH)."""
+    found = shutil.which("cnnmrf", path=str(Path(sys.executable).parent)) or shutil.which("cnnmrf")
+    assert found, "the cnnmrf console script is not installed (pip install -e .)"
+    return Path(found)
+
+
+def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
+    """The entry point itself (pyproject's [project.scripts]), in a process of its own, as a user runs it."""
+    astronaut = Path(cnnmrf.__file__).parent / "assets" / "astronaut.png"
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(installed_script()), "predict", str(astronaut), "--box", "142,270,288,490", "--out", str(out)]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["box_source"] == "given" and doc["image_size"] == [512, 512] and list(doc["joints"]) == list(JOINT_NAMES)
+    assert json.loads((out / "astronaut.json").read_text()) == doc and (out / "astronaut_pose.png").is_file()
+    # an expected failure: one error line on stderr, exit status 1, no traceback
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error:") and "--force" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

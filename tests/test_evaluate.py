@@ -80,7 +80,7 @@ def test_evaluate_refuses_to_overwrite_without_force(tiny_h5: Path, checkpoint: 
     assert json.loads((out / "metrics.json").read_text())["num_examples"] == 1
 
 
-def test_evaluate_switches(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_evaluate_switches_are_applied_and_recorded(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
     result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--no-refine")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
@@ -120,7 +120,7 @@ def test_evaluate_rejects_a_checkpoint_of_another_geometry(
     assert not (tmp_path / "e" / "metrics.json").exists()
 
 
-def test_evaluate_bad_inputs(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_evaluate_bad_inputs_are_one_line_errors(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
     assert_one_line_error(
         invoke("evaluate", tmp_path / "nope.h5", "-c", checkpoint, "--out", tmp_path / "e"), "does not exist"
     )
@@ -136,17 +136,20 @@ def test_evaluate_bad_inputs(tiny_h5: Path, checkpoint: Path, tmp_path: Path) ->
     assert not (tmp_path / "e").exists()
 
 
-def test_evaluate_without_checkpoint_uses_bundled_weights_or_says_they_are_missing(
-    tiny_h5: Path, tmp_path: Path
+def test_evaluate_without_checkpoint_uses_the_bundled_weights(tiny_h5: Path, tmp_path: Path) -> None:
+    assert default_checkpoint().is_file()  # part of the package: missing is a failure, not a skip
+    # the bundled model was trained on 128 px crops, the tiny dataset holds 64 px ones
+    line = assert_one_line_error(
+        invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px", "re-run `cnnmrf preprocess`"
+    )
+    assert "flic_small.pt" in line
+
+
+def test_missing_bundled_weights_are_one_line_naming_the_way_out(
+    tiny_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    try:
-        default_checkpoint()
-    except CnnmrfError:
-        assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
-    else:  # the bundled model was trained on 128 px crops, the tiny dataset holds 64 px ones
-        assert_one_line_error(
-            invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "128px", "re-run `cnnmrf preprocess`"
-        )
+    monkeypatch.setattr("cnnmrf.bundled.BUNDLED_NAME", "not_there.pt")
+    assert_one_line_error(invoke("evaluate", tiny_h5, "--out", tmp_path / "e"), "bundled weights", "--checkpoint")
 
 
 def test_parse_scales() -> None:

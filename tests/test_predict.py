@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.predict import expand_inputs, output_stems, parse_box
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
@@ -20,9 +21,10 @@ from cnnmrf.inference.drawing import SIDE_COLOURS, draw_pose
 from cnnmrf.inference.photos import PosePredictor, check_box
 from cnnmrf.inference.search import box_from_joints, find_person
 from cnnmrf.joints import JOINT_NAMES
+from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
 from cnnmrf.models.detector import DetectorConfig
-from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
-from tests.helpers import invoke
+from tests.fixtures import draw_image, red_blob_photo, tiny_annotations, torso_finder_model, write_tiny_checkpoint
+from tests.helpers import assert_one_line_error, invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1 (centre (80, 60), height 30)
@@ -32,6 +34,14 @@ BUNDLED = Path(__file__).resolve().parents[1] / "cnnmrf" / "weights" / "flic_sma
 @pytest.fixture(scope="module")
 def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
+
+
+@pytest.fixture(scope="module")
+def finder(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of :func:`tests.fixtures.torso_finder_model`: it takes red blobs for torsos."""
+    path = tmp_path_factory.mktemp("finder") / "finder.pt"
+    save_checkpoint(path, checkpoint_state(torso_finder_model(tiny_config.input_size), tiny_config))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -84,17 +94,22 @@ def test_predict_files_folders_and_globs_with_a_box(person: Image.Image, checkpo
     assert "lwri" in result.output and "4 image(s) done, 0 failed" in " ".join(result.output.split())
 
 
-def test_predict_searches_for_the_person_without_a_box(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
-    person.save(tmp_path / "p.jpg")
-    result = invoke("predict", tmp_path / "p.jpg", "-c", checkpoint, "--out", tmp_path / "out", "--no-mrf")
+def test_predict_search_finds_the_person_where_the_photo_shows_it(finder: Path, tmp_path: Path) -> None:
+    """With a detector that sees a torso in red, the searched box follows the red blob around the photo."""
+    for cx, cy in ((60.0, 50.0), (110.0, 80.0)):
+        red_blob_photo(cx, cy).save(tmp_path / f"blob{cx:.0f}.png")
+    result = invoke("predict", tmp_path, "-c", finder, "--out", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
-    data = read_outputs(tmp_path / "out", "p", person.size)
-    assert data["box_source"] == "search" and isinstance(data["search_score"], float)
-    x1, y1, x2, y2 = data["box"]
-    assert x2 > x1 and y2 > y1 and 0 <= (x1 + x2) / 2 <= 160 and 0 <= (y1 + y2) / 2 <= 120
+    docs = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    for doc, (cx, cy) in zip(docs, ((110.0, 80.0), (60.0, 50.0))):  # blob110.png sorts first
+        read_outputs(tmp_path / "out", Path(doc["file"]).stem, (160, 120))
+        x1, y1, x2, y2 = doc["box"]
+        assert doc["box_source"] == "search" and isinstance(doc["search_score"], float)
+        assert abs((x1 + x2) / 2 - cx) < 1.5 and abs((y1 + y2) / 2 - cy) < 1.5, doc["box"]
+        assert doc["joints"]["torso"] == pytest.approx([cx, cy], abs=1.5)
 
 
-def test_predict_json_lines(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_json_lines_equal_the_written_files(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
     person.save(tmp_path / "a.jpg")
     person.convert("L").save(tmp_path / "grey.png")
     person.convert("RGBA").save(tmp_path / "rgba.png")
@@ -129,14 +144,13 @@ def test_predict_bad_images_fail_one_by_one(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.json", "good_pose.png"]
 
 
-def test_predict_box_errors(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_bad_boxes_are_one_line_errors(person: Image.Image, checkpoint: Path, tmp_path: Path) -> None:
     person.save(tmp_path / "a.jpg")
     for bad in ("1,2,3", "a,b,c,d", "10,10,5,20", "1,2,3,nan"):
         result = invoke("predict", tmp_path / "a.jpg", "-c", checkpoint, "--box", bad, "--out", tmp_path / "o")
-        assert result.exit_code == 1 and "Traceback" not in result.output
-        assert len(result.stderr.strip().splitlines()) == 1 and "--box" in result.stderr
+        assert_one_line_error(result, "--box")
     result = invoke("predict", tmp_path / "a.jpg", "-c", checkpoint, "--box", "500,500,520,530", "-o", tmp_path / "o")
-    assert result.exit_code == 1 and "outside the 160x120 image" in result.stderr
+    assert_one_line_error(result, "outside the 160x120 image")
     assert not (tmp_path / "o").exists()
 
 
@@ -158,7 +172,7 @@ def test_predict_refuses_to_overwrite_and_separates_equal_stems(
 def test_predict_missing_checkpoint_is_one_line(person: Image.Image, tmp_path: Path) -> None:
     person.save(tmp_path / "a.jpg")
     result = invoke("predict", tmp_path / "a.jpg", "-c", tmp_path / "none.pt")
-    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
+    assert_one_line_error(result, "does not exist")
 
 
 def test_predict_with_the_torso_box_matches_dataset_inference(tiny_flic: Path, tiny_h5: Path, checkpoint: Path) -> None:
@@ -251,8 +265,8 @@ def test_draw_pose_colours_limbs_by_side() -> None:
     assert tuple(drawn[65, 100]) == SIDE_COLOURS["centre"]  # nose-torso line
 
 
-@pytest.mark.skipif(not BUNDLED.is_file(), reason="bundled weights cnnmrf/weights/flic_small.pt not built yet")
 def test_bundled_weights_on_the_astronaut(tmp_path: Path) -> None:
+    assert default_checkpoint() == BUNDLED and BUNDLED.is_file()  # part of the package: missing is a failure
     from skimage import data
 
     Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
@@ -314,4 +328,5 @@ def test_predict_turns_photos_upright_by_their_exif_orientation(
 def test_unreadable_bytes_get_a_clean_message(tmp_path: Path, checkpoint: Path) -> None:
     (tmp_path / "notes.jpg").write_text("not an image")
     result = invoke("predict", tmp_path / "notes.jpg", "-c", checkpoint, "--out", tmp_path / "out")
-    assert result.exit_code == 1 and "unknown format" in result.output and "BytesIO" not in result.output
+    line = assert_one_line_error(result, "notes.jpg", "unknown format")
+    assert "BytesIO" not in line

@@ -180,7 +180,7 @@ def test_images_show_the_joint_dots(tiny_h5: Path) -> None:
                         assert images[n][near].max() > 200, (split, n, JOINT_NAMES[k])
 
 
-def test_attributes(tiny_h5: Path) -> None:
+def test_attributes_record_the_config_and_provenance(tiny_h5: Path) -> None:
     with h5py.File(tiny_h5, "r") as h5:
         assert h5.attrs["format_version"] == FORMAT_VERSION
         assert json.loads(h5.attrs["joint_names"]) == list(JOINT_NAMES)
@@ -200,13 +200,6 @@ def test_attributes(tiny_h5: Path) -> None:
         assert h5.attrs["command"] == "pytest tiny_h5"
         assert h5.attrs["source"] == "FLIC"
         assert bool(h5.attrs["observer_centric"])
-
-
-def test_read_preprocess_config_rejects_foreign_files(tmp_path: Path) -> None:
-    with h5py.File(tmp_path / "other.h5", "w") as h5:
-        h5["x"] = np.zeros(3)
-    with h5py.File(tmp_path / "other.h5", "r") as h5, pytest.raises(CnnmrfError, match="not a cnnmrf dataset"):
-        read_preprocess_config(h5)
 
 
 # --- inputs and options ---------------------------------------------------------------------------------------------
