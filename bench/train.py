@@ -1,7 +1,8 @@
 """Benchmark training throughput through the loop's own pieces: images/s, time waiting for data, and peak memory."""
 
 # Usage (from the repository root): python bench/train.py [--data data/flic.h5 --steps 20 --batch 16 --workers 2]
-# Without the HDF5 file it falls back to the tests' tiny synthetic dataset (64 px crops), built in a temp folder.
+# It needs a dataset made by `cnnmrf preprocess` and says so when --data does not exist. It times whole training steps
+# (summed, with the time spent waiting for data split out), so it has no use for bench/timing.py's median_seconds.
 
 from __future__ import annotations
 
