@@ -98,6 +98,23 @@ def test_overfits_eight_examples(tiny_h5: Path, tmp_path: Path) -> None:
     assert mean_pck(PoseModel(model.config), tiny_h5, rows) < 0.5
 
 
+def test_the_loop_reports_its_progress_and_prints_nothing(
+    tiny_h5: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reports: list[loop.TrainProgress] = []
+    loop.train(tiny(epochs=2, max_steps_per_epoch=2), tiny_h5, tmp_path / "run", on_progress=reports.append)
+    assert capsys.readouterr() == ("", "")
+    ends = [False, False, False, True]
+    assert [(r.epoch, r.step, r.validation is not None) for r in reports] == [
+        (epoch, step, end) for epoch in (1, 2) for step, end in zip((0, 1, 2, 2), ends)
+    ]
+    assert all(r.epochs == 2 and r.steps == 2 and r.precision == reports[0].precision for r in reports)
+    history = read_metrics(tmp_path / "run")
+    for report, metrics in zip([r for r in reports if r.validation is not None], history):
+        assert report.loss == metrics["train_loss"] and report.num_validation == 1  # 10% of the 8 training crops
+        assert 100 * report.validation.at("mean", 0.2) == metrics["val_pck@0.2"]["mean"]
+
+
 def test_resume_matches_an_uninterrupted_run(tiny_h5: Path, tmp_path: Path) -> None:
     config = tiny(epochs=3, max_steps_per_epoch=2, warmup_steps=2)  # with the default augmentations
     states: dict[int, dict[str, torch.Tensor]] = {}

@@ -85,7 +85,13 @@ class DatasetWriter:
     """Writes a dataset file: the splits' datasets at their final size, one example at a time, then attributes."""
 
     def __init__(self, path: Path, counts: dict[str, int], config: PreprocessConfig) -> None:
-        """Create ``path`` (overwriting it) with a group of ``counts[split]`` empty rows per split."""
+        """Create ``path`` (overwriting it) with every dataset of every split at its final size.
+
+        Args:
+            path: the file to create.
+            counts: examples per split (a split not named gets none).
+            config: the crop and heatmap geometry, which sets the datasets' shapes.
+        """
         self.config = config
         self.counts = dict(counts)
         self.h5 = h5py.File(path, "w", track_order=True)
@@ -197,10 +203,18 @@ class DatasetFile:
     def read(
         self, split: str, fields: Iterable[str] = FIELDS, rows: Sequence[int] | np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
-        """Rows of some datasets of a split, in the order of ``rows`` (repeats allowed; None: every row).
+        """Rows of some datasets of a split, in the order of ``rows``.
+
+        Args:
+            split: "train" or "test".
+            fields: names of datasets of the split (see :data:`FIELDS`).
+            rows: row numbers, any order, repeats allowed; None reads every row.
 
         Returns:
             ``{field: (len(rows), ...) array}``; ``file`` comes back as an object array of str.
+
+        Raises:
+            CnnmrfError: the file has no such split.
         """
         group = self._group(split)
         if rows is None:
@@ -248,6 +262,19 @@ def open_dataset(path: Path) -> DatasetFile:
 def read_split(
     path: Path, split: str, fields: Iterable[str] = FIELDS, rows: Sequence[int] | np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
-    """Open a dataset, read rows of a split (see :meth:`DatasetFile.read`) and close it."""
+    """Open a dataset, read rows of a split and close it.
+
+    Args:
+        path: HDF5 dataset made by ``cnnmrf preprocess``.
+        split: "train" or "test".
+        fields: names of datasets of the split (see :data:`FIELDS`).
+        rows: row numbers, any order, repeats allowed; None reads every row.
+
+    Returns:
+        ``{field: (len(rows), ...) array}`` (see :meth:`DatasetFile.read`).
+
+    Raises:
+        CnnmrfError: a missing or foreign file, or no such split.
+    """
     with open_dataset(path) as dataset:
         return dataset.read(split, fields, rows)
