@@ -16,6 +16,14 @@ from cnnmrf.errors import CnnmrfError
 NATIVE_BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 
 
+class Device(str, enum.Enum):
+    """Where to run (see resolve_device); under torchrun each process takes its LOCAL_RANK GPU."""
+
+    auto = "auto"  # CUDA when available, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Precision(str, enum.Enum):
     """Arithmetic of the part detector's convolutions (the spatial model, losses and decoding stay float32)."""
 

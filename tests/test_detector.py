@@ -206,7 +206,9 @@ def test_pose_config_round_trip(preset: str, with_spatial: bool) -> None:
     assert isinstance(back.detector.bank_channels, tuple) and isinstance(back.detector.head_channels, tuple)
     if with_spatial:
         assert isinstance(back.spatial, SpatialConfig) and back.spatial.heatmap_size == (
-            detector.input_size // detector.stride, detector.input_size // detector.stride)
+            detector.input_size // detector.stride,
+            detector.input_size // detector.stride,
+        )
         assert back.spatial.histogram_sigma == 2.0
     else:
         assert back.spatial is None

@@ -12,9 +12,9 @@ import cnnmrf.devices as devices
 import cnnmrf.training.loop as loop
 from cnnmrf.devices import Precision, autocast, cpu_flags, resolve_precision
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
-from cnnmrf.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnmrf.training.config import TrainConfig
 
 CPU = torch.device("cpu")
@@ -27,11 +27,18 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path) -> None:
     assert cpu_flags(tmp_path / "missing") == set()
 
 
-@pytest.mark.parametrize("flags, expected", [({"avx2", "amx_bf16"}, torch.bfloat16),
-                                             ({"avx512f", "avx512_bf16"}, torch.bfloat16),
-                                             ({"avx2", "avx512f"}, torch.float32), (set(), torch.float32)])
-def test_auto_picks_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch, flags: set[str],
-                                           expected: torch.dtype) -> None:
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "amx_bf16"}, torch.bfloat16),
+        ({"avx512f", "avx512_bf16"}, torch.bfloat16),
+        ({"avx2", "avx512f"}, torch.float32),
+        (set(), torch.float32),
+    ],
+)
+def test_auto_picks_bf16_only_where_native(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: torch.dtype
+) -> None:
     monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
     resolved = resolve_precision("auto", CPU)
     assert resolved.dtype == expected
@@ -83,8 +90,18 @@ def test_spatial_model_stays_float32_under_autocast() -> None:
 
 def test_bf16_training_step_changes_every_parameter_and_keeps_float32(tiny_h5: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    config = TrainConfig(stage="joint", preset="tiny", epochs=1, batch_size=4, workers=0, device="cpu",
-                         warmup_steps=1, max_steps_per_epoch=1, precision=Precision.bf16, detector_loss_weight=1.0)
+    config = TrainConfig(
+        stage="joint",
+        preset="tiny",
+        epochs=1,
+        batch_size=4,
+        workers=0,
+        device="cpu",
+        warmup_steps=1,
+        max_steps_per_epoch=1,
+        precision=Precision.bf16,
+        detector_loss_weight=1.0,
+    )
     start: dict[str, torch.Tensor] = {}
 
     def capture(model: PoseModel) -> None:
@@ -111,7 +128,9 @@ def test_bf16_training_step_changes_every_parameter_and_keeps_float32(tiny_h5: P
 
 
 def test_precision_is_stored_as_plain_text(tiny_h5: Path, tmp_path: Path) -> None:
-    config = replace(TrainConfig(preset="tiny", epochs=1, batch_size=4, workers=0, device="cpu", max_steps_per_epoch=1),
-                     precision=Precision.fp32)
+    config = replace(
+        TrainConfig(preset="tiny", epochs=1, batch_size=4, workers=0, device="cpu", max_steps_per_epoch=1),
+        precision=Precision.fp32,
+    )
     loop.train(config, tiny_h5, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["precision"] == "fp32"

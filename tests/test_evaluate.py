@@ -81,11 +81,11 @@ def test_evaluate_refuses_to_overwrite_without_force(tiny_h5: Path, checkpoint: 
 
 
 def test_evaluate_switches_are_applied_and_recorded(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
-    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--no-refine")
+    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--decoding", "parabola")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["headline"] == "detector" and "full" not in metrics
-    assert metrics["options"]["use_spatial"] is False and metrics["options"]["refine"] is False
+    assert metrics["options"]["use_spatial"] is False and metrics["options"]["decoding"] == "parabola"
 
     result = invoke(
         "evaluate",

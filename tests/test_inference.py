@@ -19,7 +19,7 @@ from cnnmrf.data.geometry import (
     invert_affine,
     pil_affine_data,
 )
-from cnnmrf.data.heatmaps import decode_heatmaps, encode_heatmaps
+from cnnmrf.data.heatmaps import Decoder, Decoding, decode_heatmaps, encode_heatmaps
 from cnnmrf.inference.crops import (
     DETECTOR,
     SPATIAL,
@@ -50,7 +50,7 @@ def test_decoded_peaks_map_back_to_known_original_points() -> None:
     transforms = np.stack([crop_transform((50.0, 40.0, 70.0, 70.0), 64, 3.0)] * 2)  # (2, 2, 3)
     heat = np.array([[[3.0, 4.0], [10.0, 12.0]], [[7.0, 7.0], [0.0, 15.0]]])  # (2, 2, 2) integer heatmap pixels
     maps = torch.from_numpy(encode_heatmaps(heat, np.ones((2, 2), bool), (16, 16), sigma=1.5))  # (2, 2, 16, 16)
-    joints, scores = decode_to_original(maps, transforms, stride=4, refine=True)
+    joints, scores = decode_to_original(maps, transforms, stride=4, decoder=Decoder(Decoding.parabola))
     expected = np.stack([apply_affine(invert_affine(t), heatmap_to_input(h, 4)) for t, h in zip(transforms, heat)])
     np.testing.assert_allclose(joints, expected, atol=1e-6)
     np.testing.assert_allclose(scores, 1.0)

@@ -10,11 +10,11 @@ import typer
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, PrecisionOpt
-from cnnmrf.devices import Precision
+from cnnmrf.data.heatmaps import Decoding
+from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
 from cnnmrf.evaluation.report import pck_table
-from cnnmrf.training.config import Device
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -47,7 +47,10 @@ def evaluate(
             help="Multi-scale testing zooms about the crop centre, e.g. 1.0,0.8,1.2; score maps are averaged."
         ),
     ] = "1.0",
-    no_refine: Annotated[bool, typer.Option("--no-refine", help="No sub-pixel peak refinement.")] = False,
+    decoding: Annotated[
+        Decoding,
+        typer.Option(help="Peak decoding: dark (smoothed softmax + 2-D Newton step), parabola (per axis) or argmax."),
+    ] = Decoding.dark,
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
@@ -59,7 +62,7 @@ def evaluate(
         use_spatial=not no_mrf,
         flip_test=flip_test,
         scales=parse_scales(scales),
-        refine=not no_refine,
+        decoding=decoding,
         batch_size=batch_size,
         device=device.value,
         precision=precision,

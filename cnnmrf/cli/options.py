@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cnnmrf.devices import Precision
-from cnnmrf.training.config import Device
+from cnnmrf.devices import Device, Precision
 
 DataPath = Annotated[Path, typer.Argument(help="HDF5 dataset made by `cnnmrf preprocess`.", show_default=False)]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.jsonl.")]

@@ -16,11 +16,10 @@ from rich.table import Table
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, fail
 from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, Force, PrecisionOpt
-from cnnmrf.devices import Precision
+from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.inference.photos import PosePrediction, PosePredictor, save_prediction
 from cnnmrf.joints import JOINT_NAMES
-from cnnmrf.training.config import Device
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -126,3 +128,27 @@ def decode_heatmaps_dark(log_scores: torch.Tensor, sigma: float) -> tuple[torch.
     step_y = torch.where(concave, -(hxx * gy - hxy * gx) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
     coords = torch.stack([px + step_x, py + step_y], dim=-1)  # (..., K, 2)
     return coords, scores
+
+
+class Decoding(str, enum.Enum):
+    """How a heatmap's peak becomes a sub-pixel position."""
+
+    argmax = "argmax"  # the integer peak
+    parabola = "parabola"  # a 1-D parabola through the peak and its neighbours, on each axis
+    dark = "dark"  # distribution-aware: smoothed softmax, 2-D Newton step (decode_heatmaps_dark)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A decoding method and its smoothing; call it on (..., K, H, W) maps to get (coords (..., K, 2), scores)."""
+
+    method: Decoding = Decoding.dark  # DARK: the best on validation at every threshold (docs/results.md)
+    sigma: float = 1.5  # DARK's smoothing in heatmap pixels: the training targets' sigma (PreprocessConfig)
+
+    def __call__(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if Decoding(self.method) is Decoding.dark:
+            return decode_heatmaps_dark(heatmaps, self.sigma)
+        return decode_heatmaps(heatmaps, refine=Decoding(self.method) is Decoding.parabola)
+
+
+DEFAULT_DECODER = Decoder()  # DARK with the default targets' sigma

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cnnmrf.data.format import PreprocessConfig, open_dataset
+from cnnmrf.data.heatmaps import Decoder, Decoding
 from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
@@ -32,7 +33,7 @@ class EvaluateOptions:
     use_spatial: bool = True  # run the spatial model when the checkpoint has one (--no-mrf: detector alone)
     flip_test: bool = False  # average with the mirrored crop
     scales: tuple[float, ...] = (1.0,)  # multi-scale testing zoom factors about the crop centre
-    refine: bool = True  # sub-pixel peak refinement
+    decoding: Decoding = Decoding.dark  # peak decoding: dark (distribution-aware), parabola or argmax
     batch_size: int = 32  # crops per forward pass
     device: str = "auto"  # auto, cpu or cuda
     precision: Precision = Precision.auto  # the detector's arithmetic: bf16 where native, else fp32
@@ -152,7 +153,7 @@ def evaluate_checkpoint(
         device=device,
         use_spatial=options.use_spatial,
         flip_test=options.flip_test,
-        refine=options.refine,
+        decoder=Decoder(options.decoding, prep.heatmap_sigma),
         scales=options.scales,
         dtype=precision.dtype,
         on_progress=on_progress,

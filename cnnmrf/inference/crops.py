@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cnnmrf.data.format import open_dataset
 from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
-from cnnmrf.data.heatmaps import decode_heatmaps
+from cnnmrf.data.heatmaps import DEFAULT_DECODER, Decoder
 from cnnmrf.devices import autocast
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel
@@ -131,9 +131,11 @@ def predict_heatmap_sets(
     return out_maps
 
 
-def decode_to_original(heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, refine: bool = True) -> Joints:
+def decode_to_original(
+    heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, decoder: Decoder = DEFAULT_DECODER
+) -> Joints:
     """Decode peaks of (B, K, H, W) heatmaps and map them through (B, 2, 3) crop transforms to original pixels."""
-    coords, scores = decode_heatmaps(heatmaps.float().cpu(), refine=refine)  # (B, K, 2), (B, K)
+    coords, scores = decoder(heatmaps.float().cpu())  # (B, K, 2), (B, K)
     return Joints(heatmap_to_original(coords.double().numpy(), transforms, stride), scores.numpy())
 
 
@@ -145,7 +147,7 @@ def predict_crops(
     device: torch.device | str = "cpu",
     use_spatial: bool = True,
     flip_test: bool = False,
-    refine: bool = True,
+    decoder: Decoder = DEFAULT_DECODER,
     scales: Sequence[float] = (1.0,),
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, Joints]:
@@ -158,7 +160,7 @@ def predict_crops(
         device: where the model lives.
         use_spatial: run the spatial model too (if the model has one).
         flip_test: average with the mirrored crops.
-        refine: sub-pixel peak refinement.
+        decoder: how peaks become sub-pixel positions (DARK by default; give the model's target sigma).
         scales: multi-scale testing zoom factors.
         dtype: the detector's arithmetic (float32 or bfloat16).
 
@@ -168,7 +170,7 @@ def predict_crops(
     images = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales, dtype)  # name -> (B, K, H, W)
     stride = model.config.detector.stride
-    return {name: decode_to_original(m, transforms, stride, refine) for name, m in maps.items()}
+    return {name: decode_to_original(m, transforms, stride, decoder) for name, m in maps.items()}
 
 
 @torch.no_grad()
@@ -181,7 +183,7 @@ def predict_rows(
     device: torch.device | str = "cpu",
     use_spatial: bool = True,
     flip_test: bool = False,
-    refine: bool = True,
+    decoder: Decoder = DEFAULT_DECODER,
     scales: Sequence[float] = (1.0,),
     dtype: torch.dtype = torch.float32,
     on_progress: Callable[[int, int], None] | None = None,
@@ -197,7 +199,7 @@ def predict_rows(
         device: where the model lives.
         use_spatial: run the spatial model too (if the model has one).
         flip_test: average with the mirrored crops.
-        refine: sub-pixel peak refinement.
+        decoder: how peaks become sub-pixel positions (DARK by default; give the model's target sigma).
         scales: multi-scale testing zoom factors.
         dtype: the detector's arithmetic (float32 or bfloat16).
         on_progress: called with (done, total) after each batch.
@@ -212,7 +214,7 @@ def predict_rows(
         for start in range(0, len(rows), batch_size):
             batch = dataset.read(split, ("images", "transform"), rows[start : start + batch_size])
             crops, transforms = batch["images"], batch["transform"]  # (B, S, S, 3) uint8, (B, 2, 3)
-            options = {"use_spatial": use_spatial, "flip_test": flip_test, "refine": refine, "scales": scales}
+            options = {"use_spatial": use_spatial, "flip_test": flip_test, "decoder": decoder, "scales": scales}
             for name, joints in predict_crops(model, crops, transforms, device, dtype=dtype, **options).items():
                 parts.setdefault(name, []).append(joints)
             if on_progress is not None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.geometry import crop_transform
+from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
@@ -209,6 +210,7 @@ class PosePredictor:
             self.device,
             use_spatial=self.use_spatial,
             flip_test=self.flip_test,
+            decoder=Decoder(sigma=self.preprocess.heatmap_sigma),
             dtype=self.dtype,
         )
         return final_joints(sets)

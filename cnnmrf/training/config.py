@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnmrf.data.dataset import AugmentConfig
-from cnnmrf.devices import Precision
+from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.models.detector import DETECTOR_PRESETS
 
@@ -43,14 +43,6 @@ class Schedule(str, enum.Enum):
 
     cosine = "cosine"  # cosine decay to 1% of the peak
     constant = "constant"
-
-
-class Device(str, enum.Enum):
-    """Where to run (see cnnmrf.devices.resolve_device); under torchrun each process takes its LOCAL_RANK GPU."""
-
-    auto = "auto"  # CUDA when available, else the CPU
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @dataclass(frozen=True)

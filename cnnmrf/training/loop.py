@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cnnmrf.data.dataset import FlicDataset
 from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.geometry import input_to_heatmap
+from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.devices import Resolved, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
@@ -214,7 +215,7 @@ def train(
 
         # ---- validation, logging and checkpoints (rank 0) ---------------------------------------------------------
         if main_process:
-            result = _validate(model, data, val_rows, device, precision.dtype)
+            result = _validate(model, data, val_rows, device, precision.dtype, Decoder(sigma=prep.heatmap_sigma))
             val = {name: 100 * result.at(name, 0.2) for name in VALIDATION_GROUPS}
             metrics = {
                 "epoch": epoch + 1,
@@ -341,13 +342,14 @@ def _upgraded_config(checkpoint: DetectorConfig, preset: str) -> DetectorConfig:
 
 @torch.no_grad()
 def _validate(
-    model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32
+    model: PoseModel, data: Path, rows: np.ndarray, device: torch.device, dtype: torch.dtype, decoder: Decoder
 ) -> PCKResult:
     """PCK of the current model on the held-out rows, in original-image pixels."""
     if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
     truth = read_split(data, "train", ("joints",), rows)["joints"]  # (N, K, 2) original pixels
-    pred = final_joints(predict_rows(model, data, "train", rows, batch_size=64, device=device, dtype=dtype)).joints
+    sets = predict_rows(model, data, "train", rows, batch_size=64, device=device, decoder=decoder, dtype=dtype)
+    pred = final_joints(sets).joints
     return evaluate_pck(pred, truth)
 
 
