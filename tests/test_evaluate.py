@@ -12,7 +12,8 @@ import pytest
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.evaluate import parse_scales
-from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.data.dataset import holdout_rows
+from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions
@@ -46,7 +47,7 @@ def test_evaluate_writes_metrics_plot_and_predictions(tiny_h5: Path, checkpoint:
         "checkpoint",
         "dataset",
         "options",
-        "num_test_examples",
+        "num_split_examples",
         "seconds",
         "observer_centric",
     ):
@@ -81,7 +82,9 @@ def test_evaluate_refuses_to_overwrite_without_force(tiny_h5: Path, checkpoint: 
 
 
 def test_evaluate_switches_are_applied_and_recorded(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
-    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--decoding", "parabola")
+    result = invoke(
+        "evaluate", tiny_h5, "-c", checkpoint, "--out", tmp_path / "a", "--no-mrf", "--decoding", "parabola"
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["headline"] == "detector" and "full" not in metrics
@@ -105,7 +108,7 @@ def test_evaluate_switches_are_applied_and_recorded(tiny_h5: Path, checkpoint: P
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["options"]["flip_test"] is True and metrics["options"]["scales"] == [1.0, 0.8, 1.2]
-    assert metrics["num_examples"] == 3 and metrics["num_test_examples"] == 4
+    assert metrics["num_examples"] == 3 and metrics["num_split_examples"] == 4
     assert len(json.loads((tmp_path / "b" / "predictions.json").read_text())["examples"]) == 3
 
 
@@ -157,3 +160,38 @@ def test_parse_scales() -> None:
     for bad in ("", "a,b", "1.0,0", "9"):
         with pytest.raises(CnnmrfError):
             parse_scales(bad)
+
+
+def test_split_val_scores_the_rows_training_held_out(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """--split val scores the training split's held-out rows, drawn as the training loop draws them."""
+    result = invoke(
+        "evaluate",
+        tiny_h5,
+        "-c",
+        checkpoint,
+        "--out",
+        tmp_path,
+        "--split",
+        "val",
+        "--val-fraction",
+        "0.25",
+        "--seed",
+        "3",
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["num_split_examples"] == 8  # the tiny training split
+    held_out = holdout_rows(8, 0.25, 3)[1]
+    assert len(held_out) == 2 and metrics["num_examples"] == 2
+    with open_dataset(tiny_h5) as dataset:
+        expected = dataset.read("train", ("index",), held_out)["index"]
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    assert [example["index"] for example in predictions["examples"]] == [int(i) for i in expected]
+
+
+def test_holdout_rows_partition_the_split() -> None:
+    train, val = holdout_rows(40, 0.1, 0)
+    assert len(val) == 4 and len(train) == 36
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(40))
+    assert np.array_equal(val, holdout_rows(40, 0.1, 0)[1]) and not np.array_equal(val, holdout_rows(40, 0.1, 1)[1])
+    assert len(holdout_rows(1, 0.1, 0)[1]) == 0

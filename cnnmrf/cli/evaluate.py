@@ -1,4 +1,4 @@
-"""`cnnmrf evaluate`: FLIC PCK on the test split."""
+"""`cnnmrf evaluate`: FLIC PCK on the test split (or on the held-out validation rows, for tuning)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, Precis
 from cnnmrf.data.heatmaps import Decoding
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, evaluate_checkpoint
+from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, Split, evaluate_checkpoint
 from cnnmrf.evaluation.report import pck_table
 
 
@@ -54,10 +54,15 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.", min=1)] = 32,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
-    limit: Annotated[int | None, typer.Option(help="Only the first N test examples (quick looks).", min=1)] = None,
+    split: Annotated[
+        Split, typer.Option(help="test: FLIC's test split. val: the training split's held-out rows (tune on these).")
+    ] = Split.test,
+    val_fraction: Annotated[float, typer.Option(help="With --split val: the share held out in training.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="With --split val: the training run's --seed.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples (quick looks).", min=1)] = None,
     force: Force = False,
 ) -> None:
-    """Score a checkpoint on the test split: PCK at r = 0.05..0.2 and the 0.01..0.5 curve, in original pixels."""
+    """Score a checkpoint on FLIC's test split (or --split val): PCK at r = 0.05..0.2 and the 0.01..0.5 curve."""
     options = EvaluateOptions(
         use_spatial=not no_mrf,
         flip_test=flip_test,
@@ -66,6 +71,9 @@ def evaluate(
         batch_size=batch_size,
         device=device.value,
         precision=precision,
+        split=split,
+        val_fraction=val_fraction,
+        seed=seed,
         limit=limit,
         force=force,
     )
@@ -74,11 +82,11 @@ def evaluate(
         evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
     console.print(
-        f"checkpoint {checkpoint}; {evaluation.num_examples} test examples of {data}; ground truth "
+        f"checkpoint {checkpoint}; {evaluation.num_examples} {split.value} examples of {data}; ground truth "
         f"{convention} (as stored in the dataset); precision {evaluation.precision}"
     )
     for name, result in evaluation.results.items():
-        console.print(pck_table(result, title=f"test PCK (%), {LABELS[name]}"))
+        console.print(pck_table(result, title=f"{split.value} PCK (%), {LABELS[name]}"))
     files = ", ".join(str(f) for f in evaluation.files)
     console.print(
         f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "

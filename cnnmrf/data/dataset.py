@@ -27,6 +27,14 @@ class AugmentConfig:
     color: float = 0.2  # brightness, contrast and saturation jitter amplitude
 
 
+def holdout_rows(num_rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the training split's rows into (train rows, validation rows), both sorted: a fixed random
+    ``fraction`` is held out for validation, drawn with ``seed`` (training and ``evaluate --split val`` agree)."""
+    order = np.random.default_rng(seed).permutation(num_rows)
+    n_val = int(round(fraction * num_rows)) if num_rows > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 class FlicDataset(Dataset):
     """Examples of one split of a cnnmrf HDF5 file.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.data.heatmaps import Decoder, Decoding
 from cnnmrf.devices import Precision, resolve_device, resolve_precision
@@ -26,6 +28,13 @@ LABELS: dict[str, str] = {SPATIAL: "ConvNet + MRF", DETECTOR: "ConvNet alone"}
 METRICS_NAMES: dict[str, str] = {SPATIAL: "full", DETECTOR: "detector"}
 
 
+class Split(str, enum.Enum):
+    """Which examples to score."""
+
+    test = "test"  # FLIC's test split: the numbers to report
+    val = "val"  # the held-out part of the training split: the numbers to tune on
+
+
 @dataclass
 class EvaluateOptions:
     """How to run the model on the test crops."""
@@ -37,7 +46,10 @@ class EvaluateOptions:
     batch_size: int = 32  # crops per forward pass
     device: str = "auto"  # auto, cpu or cuda
     precision: Precision = Precision.auto  # the detector's arithmetic: bf16 where native, else fp32
-    limit: int | None = None  # only the first N test examples
+    split: Split = Split.test  # test: FLIC's test split (the report); val: the held-out part of the training split
+    val_fraction: float = 0.1  # with split val: the share held out, as in training (TrainConfig.val_fraction)
+    seed: int = 0  # with split val: the training run's --seed, which drew the held-out rows
+    limit: int | None = None  # only the first N examples
     force: bool = False  # overwrite existing outputs
 
 
@@ -130,11 +142,15 @@ def evaluate_checkpoint(
     check_outputs(out, options.force)
     with open_dataset(data) as dataset:
         prep = dataset.config
-        total = dataset.num_rows("test") if "test" in dataset.splits else 0
-        if total == 0:
-            raise CnnmrfError(f"{data} has no test examples")
-        rows = np.arange(total if options.limit is None else min(options.limit, total))
-        test = dataset.read("test", ("joints", "index", "file"), rows)
+        source = "train" if options.split is Split.val else "test"
+        total = dataset.num_rows(source) if source in dataset.splits else 0
+        rows = np.arange(total)
+        if options.split is Split.val:
+            rows = holdout_rows(total, options.val_fraction, options.seed)[1]
+        rows = rows if options.limit is None else rows[: options.limit]
+        if len(rows) == 0:
+            raise CnnmrfError(f"{data} has no {options.split.value} examples")
+        test = dataset.read(source, ("joints", "index", "file"), rows)
     truth = test["joints"].astype(np.float64)  # (N, K, 2) original pixels
     indices = test["index"]  # (N,) FLIC example indices
     files = [str(f) for f in test["file"]]
@@ -147,7 +163,7 @@ def evaluate_checkpoint(
     sets = predict_rows(
         model,
         data,
-        "test",
+        source,
         rows,
         batch_size=options.batch_size,
         device=device,
@@ -174,9 +190,9 @@ def evaluate_checkpoint(
         **{METRICS_NAMES[name]: result.to_dict() for name, result in results.items()},
         "checkpoint": str(checkpoint),
         "dataset": str(data),
-        "split": "test",
+        "split": options.split.value,
         "observer_centric": bool(prep.observer_centric),
-        "num_test_examples": int(total),
+        "num_split_examples": int(total),  # examples in the split scored (before --limit)
         "options": {
             **asdict(options),
             "scales": list(options.scales),

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cnnmrf.data.dataset import FlicDataset
+from cnnmrf.data.dataset import FlicDataset, holdout_rows
 from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.geometry import input_to_heatmap
 from cnnmrf.data.heatmaps import Decoder
@@ -103,12 +103,9 @@ def train(
         n_train = dataset.num_rows("train")
         labels = dataset.read("train", ("joints_input", "visible"))
     train_joints, train_visible = labels["joints_input"], labels["visible"]  # (N, K, 2) model-input pixels, (N, K)
-    order = np.random.default_rng(config.seed).permutation(n_train)
-    n_val = int(round(config.val_fraction * n_train)) if n_train > 1 else 0
-    val_rows = np.sort(order[:n_val])
+    train_rows, val_rows = holdout_rows(n_train, config.val_fraction, config.seed)
     if config.val_limit:
         val_rows = val_rows[: config.val_limit]
-    train_rows = np.sort(order[n_val:])
     train_set = FlicDataset(data, "train", rows=train_rows, augment=config.augment, seed=config.seed)
     sampler = DistributedSampler(
         train_set,
