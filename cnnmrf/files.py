@@ -1,36 +1,321 @@
-"""Atomic file output: write to a temporary file beside the target, rename it into place only once complete."""
+"""Every file output: checked output paths, atomic writes with the umask's permissions, and locked output folders."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.interrupts import deferred_interrupts
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: folders are not locked
+    fcntl = None  # type: ignore[assignment]
+
+# The errors of writing a file, as opposed to errors of the code that produces its content.
+WRITE_ERRNOS: frozenset[int] = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO, errno.ENOTDIR}
+)
+LOCK_NAME = ".cnnmrf.lock"
+# A temporary's name says which process writes it, so that one left by a killed process can be told from a live one.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_TEMPORARY = re.compile(r"\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[^.]+\.tmp$")
+LEGACY_STALE_SECONDS = 600.0  # temporaries in the old naming (no writer recorded) count as stale after this long
+
+
+def write_error(path: str | os.PathLike[str], err: OSError) -> CnnmrfError:
+    """The one-line error for an OSError met while writing ``path``: which file, and why in plain words."""
+    code = err.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full (no space left on the device)"
+    elif code in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    elif code == errno.EROFS:
+        why = "the file system is read-only"
+    elif code == errno.ENOTDIR:
+        why = "a folder on its path is a file"
+    else:
+        why = err.strerror or str(err) or type(err).__name__
+    return CnnmrfError(f"cannot write {path}: {why}")
+
+
+def is_write_error(err: BaseException) -> bool:
+    """Whether ``err`` is an OSError of writing a file (disk full, permissions, read-only, I/O error)."""
+    return isinstance(err, OSError) and err.errno in WRITE_ERRNOS
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries of ``path`` left by writers that were killed (kill -9, power loss).
+
+    A temporary names its writer's process and host: it is stale when that process, on this host, is gone. Those of
+    other hosts (a shared folder) are left alone; temporaries of the old naming, with no writer recorded, are stale
+    once unchanged for :data:`LEGACY_STALE_SECONDS`.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    try:
+        siblings = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in siblings:
+        match = _TEMPORARY.search(tmp.name[len(path.name) + 1 :])
+        try:
+            if match is not None:
+                pid = int(match["pid"])
+                stale = match["host"] == _HOST and pid != os.getpid() and not _pid_alive(pid)
+            else:
+                stale = time.time() - tmp.stat().st_mtime > LEGACY_STALE_SECONDS
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents.
+
+    Raises:
+        CnnmrfError: a file is in the way, or the folder cannot be created (permissions, read-only, disk full).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CnnmrfError(f"cannot create the folder {folder}: a file is in the way") from None
+    except OSError as err:
+        raise write_error(folder, err) from err
+
+
+@contextmanager
+def _temporary(path: Path) -> Iterator[Path]:
+    """A new temporary file beside ``path`` (umask permissions), removed however the block ends; write errors met
+    in the block become a :func:`write_error` naming ``path``."""
+    if path.is_dir():
+        raise CnnmrfError(f"cannot write {path}: it is a folder")
+    with _made_folder(path.parent):
+        remove_stale_temporaries(path)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise write_error(path, err) from err
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+            os.close(fd)
+            yield tmp
+        except OSError as err:
+            if is_write_error(err):
+                raise write_error(path, err) from err
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _made_folder(folder: Path) -> Iterator[None]:
+    """Create ``folder`` and its parents for the block; if the block fails, remove those it created, when empty."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    make_folder(folder)
+    try:
+        yield
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path``, on any error it is removed.
 
-    A crash or a bad input therefore never leaves a half-written ``path``, and an existing ``path`` is only replaced
-    by a complete file.
+    A crash, a full disk or Ctrl-C therefore never leaves a half-written ``path`` (nor, but after kill -9, the
+    temporary: those are removed by the next write of ``path``), and an existing ``path`` is only replaced by a
+    complete file. The file gets the permissions the umask gives a new file.
+
+    Raises:
+        CnnmrfError: ``path`` is a folder, or writing fails for want of space or permission (naming ``path``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with _temporary(path) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with deferred_interrupts():
+            os.replace(tmp, path)
+
+
+def _write(path: Path, data: bytes, target: Path) -> None:
+    """Write ``data`` to the (new, temporary) file ``path`` and flush it to the disk; errors name ``target``."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise write_error(target, err) from err
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`), flushed to disk before the rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`), flushed to disk before the rename.
+
+    Raises:
+        CnnmrfError: ``path`` is a folder, or it cannot be written (disk full, permissions).
+    """
+    with atomic_path(path) as tmp:
+        _write(tmp, data, Path(path))
+
+
+def atomic_write_files(contents: Mapping[Path, bytes]) -> None:
+    """Write several files as one: each is written to its temporary first, and only when all are complete are they
+    renamed into place, one after the other with Ctrl-C held back, so either all are replaced or none.
+
+    Raises:
+        CnnmrfError: a path is a folder, or a file cannot be written (disk full, permissions).
+    """
+    with ExitStack() as stack:
+        temporaries = {Path(path): stack.enter_context(_temporary(Path(path))) for path in contents}
+        for path, data in contents.items():
+            _write(temporaries[Path(path)], data, Path(path))
+        with deferred_interrupts():
+            for path, tmp in temporaries.items():
+                os.replace(tmp, path)
+
+
+def _probe(folder: Path, target: Path) -> None:
+    """Create and delete a file in ``folder`` (the most reliable test of writability: ACLs, read-only mounts)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".cnnmrf-probe.", dir=folder)
+    except OSError as err:
+        raise write_error(target, err) from err
+    os.close(fd)
+    os.unlink(name)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def check_output_folder(folder: str | os.PathLike[str], option: str = "--out") -> None:
+    """Check, before any work is done, that ``folder`` can hold the outputs: a folder (or creatable), writable.
+
+    Raises:
+        CnnmrfError: it is a file, a file is in the way of creating it, or it cannot be written in.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CnnmrfError(f"{option} {folder} is a file; give a folder")
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise CnnmrfError(f"{option} {folder} cannot be created: {base} is a file")
+    _probe(base, folder)
+
+
+def check_output_file(path: str | os.PathLike[str], force: bool, option: str = "--out") -> None:
+    """Check, before any work is done, that the file ``path`` may be written: not a folder, not an existing file
+    without ``force``, and in a folder that can be created and written in.
+
+    Raises:
+        CnnmrfError: it does not.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CnnmrfError(f"{option} {path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise CnnmrfError(f"{path} already exists; pass --force to overwrite it")
+    base = _existing_ancestor(path.parent)
+    if not base.is_dir():
+        raise CnnmrfError(f"{option} {path} cannot be created: {base} is a file")
+    _probe(base, path)
+
+
+@contextmanager
+def output_folder(folder: str | os.PathLike[str], command: str) -> Iterator[Path]:
+    """Create ``folder`` (and parents) and hold it for one command: a second cnnmrf command writing into it at the
+    same time is refused, and if the command fails, the folders it created are removed again when left empty.
+
+    Raises:
+        CnnmrfError: the folder cannot be created, or another cnnmrf command is writing into it.
+    """
+    folder = Path(folder)
+    check_output_folder(folder)
+    with _made_folder(folder), _locked(folder, command):
+        yield folder
+
+
+@contextmanager
+def _locked(folder: Path, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (released, and its lock file removed, on exit; freed if killed)."""
+    if fcntl is None:
+        yield
+        return
+    lock = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as err:
+            raise write_error(lock, err) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CnnmrfError(
+                f"{folder} is in use by another cnnmrf command writing into it; wait for it to finish or give "
+                f"another --out for this {command}"
+            ) from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and lock: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)

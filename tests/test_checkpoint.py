@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cnnmrf import files
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import JOINT_NAMES
@@ -178,15 +180,12 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pyte
     path = tmp_path / "last.pt"
     save_checkpoint(path, model_state(tiny_model()))
     before = path.read_bytes()
-    real_save = torch.save
 
-    def crash_half_way(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        real_save(obj, f, *args, **kwargs)
-        Path(f).write_bytes(Path(f).read_bytes()[:100])  # a partial file, then the "crash"
-        raise OSError("disk full")
+    def disk_full(fd: int) -> None:  # the bytes went out, but the disk cannot hold them
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", crash_half_way)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    with pytest.raises(CnnmrfError, match=r"cannot write .*last.pt: the disk is full"):
         save_checkpoint(path, {**model_state(tiny_model()), "epoch": 9})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

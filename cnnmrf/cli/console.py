@@ -13,24 +13,34 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.interrupts import check_interrupted, handling_interrupts
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 debug_mode = {"on": False}  # set by the --debug flag of the top-level callback
 
 
+def plain(text: object) -> str:
+    """``text`` made safe to print as it is: control characters (terminal escape codes, newlines) shown as ``\\x1b``,
+    ``\\n``... and rich markup escaped. Everything taken from a file name or a file's content goes through this."""
+    chars = (c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in str(text))
+    return escape("".join(chars))
+
+
 def fail(message: str) -> None:
-    """Print a one-line error to stderr (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    """Print a one-line error to stderr (no traceback), shown as plain text (see :func:`plain`)."""
+    err_console.print(f"[bold red]error:[/] {plain(message)}", soft_wrap=True)
 
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so a CnnmrfError prints one line and exits 1 (full traceback with --debug)."""
+    """Wrap a command so a CnnmrfError prints one line and exits 1 (full traceback with --debug), and Ctrl-C stops
+    it with one line and exit code 130 (see :mod:`cnnmrf.interrupts`)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with handling_interrupts():
+                return command(*args, **kwargs)
         except CnnmrfError as err:
             if debug_mode["on"]:
                 raise
@@ -63,6 +73,7 @@ def progress_bar(
     task = progress.add_task(label, total=None, rate="", detail="")
 
     def on_progress(done: int, total: int, detail: str = "") -> None:
+        check_interrupted()  # a Ctrl-C that some library swallowed still stops the command here
         if not progress.live.is_started:
             progress.start()
         fields = {"rate": f"{done / (progress.tasks[0].elapsed or 1e-9):.0f} img/s"} if show_rate else {}

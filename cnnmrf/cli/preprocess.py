@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cnnmrf.cli.console import console, progress_bar
+from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import Force, Workers
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.preprocess import preprocess_flic
@@ -54,6 +54,12 @@ def preprocess(
             on_progress=on_progress,
         )
     for file, reason in report.bad:
-        console.print(f"[yellow]skipped[/] {file}: {reason}")
+        console.print(f"[yellow]skipped[/] {plain(file)}: {plain(reason)}", soft_wrap=True)
+    if report.non_finite:
+        console.print(
+            f"[yellow]{report.non_finite} joint label(s) are NaN or infinite in examples.mat[/]: stored as invisible"
+        )
     counts = ", ".join(f"{n} {split}" for split, n in report.counts.items())
-    console.print(f"wrote {out} ({counts} examples, {len(report.bad)} skipped) in {report.seconds:.1f} s")
+    console.print(
+        f"wrote {plain(out)} ({counts} examples, {len(report.bad)} skipped) in {report.seconds:.1f} s", soft_wrap=True
+    )

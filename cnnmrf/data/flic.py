@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,12 @@ import scipy.io
 
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import ARM_PAIRS, FLIC_COLUMNS, TORSO_PARTS
+
+# The most read from one file of a FLIC copy (its JPEGs are ~50 KB, examples.mat ~1 MB): a zip bomb, or a member whose
+# header lies about its size, is refused after reading at most this much.
+MAX_FILE_BYTES = 64 * 2**20
+# What reading a damaged zip member raises besides OSError: bad CRC, truncated or lying streams, unknown compression.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,10 @@ class FlicSource:
         if self.is_zip:
             if not zipfile.is_zipfile(self.path):
                 raise CnnmrfError(f"{self.path} is neither a folder nor a zip archive")
-            names = self._archive().namelist()
+            try:
+                names = self._archive().namelist()
+            except (OSError, *_ZIP_ERRORS) as err:
+                raise CnnmrfError(f"{self.path} is a damaged zip archive ({err})") from err
             mats = [n for n in names if n.endswith("examples.mat")]
             if not mats:
                 raise CnnmrfError(f"{self.path} holds no examples.mat: is it FLIC.zip?")
@@ -62,13 +73,36 @@ class FlicSource:
         return self._zip
 
     def read_bytes(self, relative: str) -> bytes:
-        """Bytes of a file relative to the FLIC root (e.g. ``images/x.jpg``); FileNotFoundError if absent."""
+        """Bytes of a file relative to the FLIC root (e.g. ``images/x.jpg``).
+
+        Raises:
+            FileNotFoundError: the file is absent.
+            OSError: it cannot be read: a damaged zip member (bad CRC, truncated, a header that lies about its size),
+                or more than :data:`MAX_FILE_BYTES` (declared or actual).
+        """
+        limit = MAX_FILE_BYTES
         if self.is_zip:
+            name = self._root + relative
             try:
-                return self._archive().read(self._root + relative)
+                info = self._archive().getinfo(name)
             except KeyError as err:
                 raise FileNotFoundError(relative) from err
-        return (self.path / relative).read_bytes()
+            declared = info.file_size
+            try:
+                if declared <= limit:
+                    with self._archive().open(info) as member:
+                        data = member.read(limit + 1)
+                    if len(data) != declared:
+                        raise zipfile.BadZipFile(f"it holds {len(data)} bytes but its header says {declared}")
+            except _ZIP_ERRORS as err:
+                raise OSError(f"damaged zip member {name}: {err}") from err
+        else:
+            with open(self.path / relative, "rb") as f:
+                declared = os.fstat(f.fileno()).st_size
+                data = f.read(limit + 1) if declared <= limit else b""
+        if declared > limit or len(data) > limit:
+            raise OSError(f"{relative} holds more than {limit // 2**20} MB, the limit for one file of FLIC")
+        return data
 
     def read_image_bytes(self, file: str) -> bytes:
         """Bytes of one image file of ``images/``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -56,7 +56,60 @@ class PreprocessConfig:
         return side, side
 
 
-def _layout(n: int, config: PreprocessConfig) -> dict[str, dict[str, Any]]:
+# The range of each PreprocessConfig setting: (type, least, most); the command line's limits, and sane maxima.
+CONFIG_RANGES: dict[str, tuple[type, float, float]] = {
+    "input_size": (int, 16, 4096),
+    "crop_scale": (float, 0.5, 100.0),
+    "heatmap_stride": (int, 1, 64),
+    "heatmap_sigma": (float, 0.1, 100.0),
+    "observer_centric": (bool, 0, 1),
+}
+
+
+def preprocess_config_from(data: object, where: str) -> PreprocessConfig:
+    """The :class:`PreprocessConfig` recorded as plain data (a dataset's ``config`` attribute, a checkpoint's
+    ``preprocess``), checked: every setting present and known, of its type and in its range.
+
+    Args:
+        data: the recorded settings.
+        where: what recorded them, for the message (e.g. "dataset data/flic.h5", "checkpoint best.pt").
+
+    Raises:
+        CnnmrfError: they are not a valid crop geometry; the one message names ``where`` and the first problem.
+    """
+
+    def invalid(problem: str) -> CnnmrfError:
+        return CnnmrfError(f"{where} records an invalid crop geometry (preprocess settings): {problem}")
+
+    if not isinstance(data, dict):
+        raise invalid(f"a {type(data).__name__}, not a dict of settings")
+    unknown = sorted(str(k) for k in set(data) - set(CONFIG_RANGES))
+    missing = sorted(set(CONFIG_RANGES) - set(data))
+    if unknown or missing:
+        raise invalid(
+            "; ".join([f"unknown {', '.join(unknown)}"] * bool(unknown) + [f"no {', '.join(missing)}"] * bool(missing))
+        )
+    for name, (kind, least, most) in CONFIG_RANGES.items():
+        value = data[name]
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:
+            numeric = isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+            ok = numeric and least <= value <= most  # NaN fails both comparisons
+        if not ok:
+            want = (
+                "true or false"
+                if kind is bool
+                else f"{'an integer' if kind is int else 'a number'} in [{least:g}, {most:g}]"
+            )
+            raise invalid(f"{name} is {value!r}, not {want}")
+    config = PreprocessConfig(**data)
+    if config.heatmap_stride > config.input_size:
+        raise invalid(f"heatmap_stride {config.heatmap_stride} exceeds input_size {config.input_size}")
+    return config
+
+
+def split_layout(n: int, config: PreprocessConfig) -> dict[str, dict[str, Any]]:
     """``create_dataset`` arguments of every dataset of a split of ``n`` examples, in file order."""
     s, k = config.input_size, len(JOINT_NAMES)
     hh, hw = config.heatmap_size
@@ -73,89 +126,63 @@ def _layout(n: int, config: PreprocessConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def _create(group: h5py.Group, name: str, spec: dict[str, Any], data: np.ndarray | None = None) -> None:
-    """Create one dataset (no timestamps, so equal inputs give equal files); chunked storage needs a row."""
-    spec = dict(spec)
-    if spec["shape"][0] == 0:  # HDF5 refuses chunks on an empty dataset: store it contiguous, uncompressed
-        spec = {"shape": spec["shape"], "dtype": spec["dtype"]}
-    group.create_dataset(name, data=data, track_times=False, **spec)
-
-
-class DatasetWriter:
-    """Writes a dataset file: the splits' datasets at their final size, one example at a time, then attributes."""
-
-    def __init__(self, path: Path, counts: dict[str, int], config: PreprocessConfig) -> None:
-        """Create ``path`` (overwriting it) with every dataset of every split at its final size.
-
-        Args:
-            path: the file to create.
-            counts: examples per split (a split not named gets none).
-            config: the crop and heatmap geometry, which sets the datasets' shapes.
-        """
-        self.config = config
-        self.counts = dict(counts)
-        self.h5 = h5py.File(path, "w", track_order=True)
-        for split in SPLITS:
-            group = self.h5.create_group(split)
-            for name, spec in _layout(self.counts.get(split, 0), config).items():
-                _create(group, name, spec)
-
-    def write(self, split: str, row: int, values: dict[str, Any]) -> None:
-        """Store one example: ``values`` maps every name of :data:`FIELDS` to that example's value."""
-        group = self.h5[split]
-        for name in FIELDS:
-            group[name][row] = values[name]
-
-    def finish(self, rows: dict[str, int], source: Path, command: str) -> None:
-        """Drop unwritten tail rows (examples that were skipped) and write the file's attributes."""
-        for split, n in rows.items():
-            if n != self.counts.get(split, 0):
-                group = self.h5[split]
-                for name, spec in _layout(n, self.config).items():
-                    data = group[name][:n]
-                    del group[name]
-                    _create(group, name, spec, data)
-        attrs = self.h5.attrs
-        attrs["format_version"] = FORMAT_VERSION
-        attrs["joint_names"] = json.dumps(list(JOINT_NAMES))
-        attrs["config"] = json.dumps(asdict(self.config))
-        attrs["input_size"] = self.config.input_size
-        attrs["heatmap_size"] = self.config.heatmap_size
-        attrs["heatmap_stride"] = self.config.heatmap_stride
-        attrs["heatmap_kernel"] = f"gaussian sigma={self.config.heatmap_sigma} heatmap px, peak 1"
-        attrs["observer_centric"] = self.config.observer_centric
-        attrs["transform"] = TRANSFORM_NOTE
-        attrs["source"] = str(Path(source).name)
-        attrs["command"] = command
-
-    def close(self) -> None:
-        """Close the file."""
-        self.h5.close()
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def read_preprocess_config(h5: h5py.File) -> PreprocessConfig:
     """The PreprocessConfig recorded in an open dataset file.
 
     Raises:
-        CnnmrfError: not a cnnmrf dataset, or one of another format version.
+        CnnmrfError: not a cnnmrf dataset, one of another format version, or one recording an invalid crop geometry.
     """
+    where = f"dataset {h5.filename}"
     try:
-        if int(h5.attrs["format_version"]) != FORMAT_VERSION:
-            raise CnnmrfError(
-                f"{h5.filename} has format version {h5.attrs['format_version']}, expected "
-                f"{FORMAT_VERSION}; re-run cnnmrf preprocess"
-            )
-        return PreprocessConfig(**json.loads(h5.attrs["config"]))
+        version, text = h5.attrs["format_version"], h5.attrs["config"]
     except KeyError as err:
         raise CnnmrfError(
             f"{h5.filename} is not a cnnmrf dataset (no {err} attribute); make it with cnnmrf preprocess"
         ) from err
+    if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+        raise CnnmrfError(
+            f"{h5.filename} has format version {version!r}, expected {FORMAT_VERSION}; re-run cnnmrf preprocess"
+        )
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as err:
+        raise CnnmrfError(f"{where} records an invalid crop geometry (preprocess settings): not JSON") from err
+    return preprocess_config_from(data, where)
+
+
+def check_layout(h5: h5py.File, config: PreprocessConfig) -> None:
+    """Check that an open dataset file holds every split with every dataset of :func:`split_layout`, each of the shape
+    ``config`` gives it and of its kind of values, with as many rows as the split's images.
+
+    Raises:
+        CnnmrfError: the first difference, naming the file.
+    """
+
+    def invalid(problem: str) -> CnnmrfError:
+        return CnnmrfError(
+            f"{h5.filename} is not a valid cnnmrf dataset: {problem}; make it again with cnnmrf preprocess"
+        )
+
+    for split in SPLITS:
+        group = h5.get(split)
+        if not isinstance(group, h5py.Group):
+            raise invalid(f"no '{split}' split")
+        images = group.get("images")
+        n = images.shape[0] if isinstance(images, h5py.Dataset) and images.shape else 0
+        for name, spec in split_layout(n, config).items():
+            dataset = group.get(name)
+            if not isinstance(dataset, h5py.Dataset):
+                raise invalid(f"no '{split}/{name}' dataset")
+            if dataset.shape != spec["shape"]:
+                raise invalid(f"'{split}/{name}' has shape {dataset.shape}, expected {spec['shape']}")
+            want = np.dtype(spec["dtype"])
+            got = dataset.dtype
+            if want.kind == "O":
+                same_kind = h5py.check_string_dtype(got) is not None
+            else:
+                same_kind = got.kind == want.kind or (want.kind == "f" and got.kind in "iu")
+            if not same_kind:
+                raise invalid(f"'{split}/{name}' holds {got}, expected {want if want.kind != 'O' else 'strings'}")
 
 
 class DatasetFile:
@@ -165,7 +192,8 @@ class DatasetFile:
         """Open ``path``.
 
         Raises:
-            CnnmrfError: the file is missing, not HDF5, or not a cnnmrf dataset of this format version.
+            CnnmrfError: the file is missing, not HDF5, or not a cnnmrf dataset of this format version and layout
+                (see :func:`check_layout`).
         """
         self.path = Path(path)
         if not self.path.is_file():
@@ -178,6 +206,7 @@ class DatasetFile:
             raise CnnmrfError(f"{self.path} is not a readable HDF5 file ({err})") from err
         try:
             self.config = read_preprocess_config(self._h5)
+            check_layout(self._h5, self.config)
         except CnnmrfError:
             self._h5.close()
             raise

@@ -39,6 +39,39 @@ def crop_transform(
     return affine_from_scale_offset(scale, centre - scale * cx, centre - scale * cy)
 
 
+MAX_BOX_SCALE = 10.0  # a torso box may be at most this many times as tall as its image's larger side
+
+
+def box_problem(box: np.ndarray, image_size: tuple[int, int] | None = None) -> str:
+    """Why a torso box cannot centre a crop, or "" if it can.
+
+    A box must be four finite numbers with ``x1 < x2``, ``y1 < y2`` and a height of at least 2 pixels; given the
+    (width, height) of its image, its centre must lie in the image and it may be at most :data:`MAX_BOX_SCALE` times
+    as tall as the image's larger side.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` in original-image pixels.
+        image_size: the image's (width, height), when known.
+    """
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    text = ",".join(f"{v:g}" for v in box)
+    if box.shape != (4,) or not np.isfinite(box).all():
+        return f"torso box {text} is not four finite numbers"
+    x1, y1, x2, y2 = box
+    if not (x1 < x2 and y1 < y2):
+        return f"torso box {text} must have x1 < x2 and y1 < y2"
+    if y2 - y1 < 2:
+        return f"torso box {text} is less than 2 pixels tall"
+    if image_size is not None:
+        width, height = image_size
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if not (0 <= cx <= width and 0 <= cy <= height):
+            return f"torso box {text} lies outside the {width}x{height} image"
+        if y2 - y1 > MAX_BOX_SCALE * max(width, height):
+            return f"torso box {text} is more than {MAX_BOX_SCALE:g} times as tall as the {width}x{height} image"
+    return ""
+
+
 def apply_affine(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply (..., 2, 3) transforms to (..., 2) points; leading dimensions broadcast ((N, 1, 2, 3) with (N, K, 2))."""
     transform = np.asarray(transform, dtype=np.float64)

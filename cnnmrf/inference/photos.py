@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from cnnmrf.data.format import PreprocessConfig
-from cnnmrf.data.geometry import crop_transform
+from cnnmrf.data.geometry import box_problem, crop_transform
 from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
@@ -29,18 +29,15 @@ from cnnmrf.models.pose import PoseModel
 
 
 def check_box(box: np.ndarray, size: tuple[int, int]) -> None:
-    """A torso box must have its centre inside the (width, height) image and be at least 2 pixels tall.
+    """A torso box must be finite, have its centre inside the (width, height) image, be at least 2 pixels tall and at
+    most ten times as tall as the image (see :func:`cnnmrf.data.geometry.box_problem`).
 
     Raises:
         CnnmrfError: it does not.
     """
-    width, height = size
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    text = ",".join(f"{v:g}" for v in box)
-    if not (0 <= cx <= width and 0 <= cy <= height):
-        raise CnnmrfError(f"box {text} lies outside the {width}x{height} image")
-    if box[3] - box[1] < 2:
-        raise CnnmrfError(f"box {text} is less than 2 pixels tall")
+    problem = box_problem(box, size)
+    if problem:
+        raise CnnmrfError(problem.removeprefix("torso "))
 
 
 def read_image_bytes(path: Path) -> bytes:
