@@ -211,7 +211,7 @@ def test_a_dataset_is_checked_whole_when_opened(tiny_h5: Path, tmp_path: Path, c
     assert str(path) in str(info.value) and why in str(info.value)
     result = invoke("train-detector", path, "--out", tmp_path / "run", "--preset", "tiny")
     assert_one_line_error(result, why)
-    # TRAINFOLDER
+    assert not (tmp_path / "run").exists()
 
 
 # --- checkpoints that still unpickle but are not right ----------------------------------------------------------------

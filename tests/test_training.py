@@ -47,6 +47,7 @@ CHECKPOINT_KEYS = {
     "best_pck",
     "history",
     "rng",
+    "run",
 }
 METRIC_KEYS = {"epoch", "train_loss", "val_pck@0.2", "lr", "seconds", "images_per_s", "data_wait_fraction", "precision"}
 PCK_GROUPS = {"wrist", "elbow", "shoulder", "hip", "mean"}
@@ -186,10 +187,10 @@ def test_existing_run_needs_resume_or_force(tiny_h5: Path, tmp_path: Path) -> No
         loop.train(config, tiny_h5, run, resume=True, force=True)
     loop.train(config, tiny_h5, run, force=True)
     assert len(read_metrics(run)) == 1  # the old metrics were discarded, not appended to
-    # Resuming a finished run trains no further epoch and keeps its checkpoint.
-    done = load_checkpoint(run / "last.pt")
-    loop.train(config, tiny_h5, run, resume=True)
-    assert load_checkpoint(run / "last.pt")["epoch"] == done["epoch"]
+    done = (run / "last.pt").read_bytes()  # resuming a finished run is refused (no epoch left) and keeps it
+    with pytest.raises(CnnmrfError, match=r"has done 1 epoch\(s\) of 1; pass --epochs N with N > 1"):
+        loop.train(config, tiny_h5, run, resume=True)
+    assert (run / "last.pt").read_bytes() == done
 
 
 def test_bad_options_are_refused_naming_the_option(tiny_h5: Path, tmp_path: Path) -> None:

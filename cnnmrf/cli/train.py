@@ -6,13 +6,15 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
-from cnnmrf.cli.console import console, progress_bar
+from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import DataPath, DeviceOpt, Force, OutDir, PrecisionOpt
 from cnnmrf.evaluation.report import pck_table
 from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Optimizer, Preset, Stage, TrainConfig
 from cnnmrf.training.loop import TrainProgress, train
+from cnnmrf.training.runs import recorded_options
 
 _D = TrainConfig()  # the settings every stage shares (epochs and lr come from STAGE_DEFAULTS)
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
@@ -95,6 +97,7 @@ class TrainDisplay:
 
 
 def _run(
+    ctx: typer.Context,
     stage: Stage,
     data: Path,
     out: Path,
@@ -104,19 +107,31 @@ def _run(
     mrf: Path | None = None,
     **options: Any,
 ) -> None:
+    if resume:
+        options = _with_run_options(ctx, out, options)
     config = TrainConfig(stage=stage, **options)
     with TrainDisplay() as display:
         metrics = train(
             config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, on_progress=display
         )
-    if metrics:
-        console.print(
-            f"done: {out}/best.pt (validation mean PCK@0.2 {metrics['val_pck@0.2']['mean']:.1f} at the "
-            f"last epoch), metrics in {out}/metrics.jsonl"
-        )
+    pck = metrics["val_pck@0.2"]["mean"]
+    scored = f"validation mean PCK@0.2 {pck:.1f} at the last epoch" if np.isfinite(pck) else "no validation examples"
+    console.print(
+        f"done: {plain(out / 'best.pt')} ({scored}), metrics in {plain(out / 'metrics.jsonl')}", soft_wrap=True
+    )
+
+
+def _with_run_options(ctx: typer.Context, out: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """On --resume, the options not given on the command line take the values the run was started with, so that
+    ``--resume`` alone continues a run as it was (those given must equal the run's, but the safe ones)."""
+    recorded = recorded_options(out)
+    given = {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", "") != "DEFAULT"}
+    cli_name = {"max_steps_per_epoch": "max_steps"}
+    return {k: v if cli_name.get(k, k) in given or k not in recorded else recorded[k] for k, v in options.items()}
 
 
 def train_detector(
+    ctx: typer.Context,
     data: DataPath,
     out: OutDir = Path("runs/detector"),
     init: InitCkpt = None,
@@ -136,6 +151,7 @@ def train_detector(
 ) -> None:
     """Train the part detector alone (paper section 3.1)."""
     _run(
+        ctx,
         Stage.detector,
         data,
         out,
@@ -157,6 +173,7 @@ def train_detector(
 
 
 def train_mrf(
+    ctx: typer.Context,
     data: DataPath,
     detector: DetectorCkpt = None,
     out: OutDir = Path("runs/mrf"),
@@ -175,6 +192,7 @@ def train_mrf(
 ) -> None:
     """Train the spatial model (MRF) on the heatmaps of a frozen part detector (paper section 3.2)."""
     _run(
+        ctx,
         Stage.mrf,
         data,
         out,
@@ -195,6 +213,7 @@ def train_mrf(
 
 
 def train_joint(
+    ctx: typer.Context,
     data: DataPath,
     detector: DetectorCkpt = None,
     mrf: MrfCkpt = None,
@@ -217,6 +236,7 @@ def train_joint(
 ) -> None:
     """Train detector and spatial model together by back-propagation (from the two stages, or from scratch)."""
     _run(
+        ctx,
         Stage.joint,
         data,
         out,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-import json
 import os
 import time
 from collections.abc import Callable
@@ -23,15 +21,18 @@ from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.devices import Resolved, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
+from cnnmrf.files import output_folder
 from cnnmrf.inference.crops import final_joints, predict_rows
+from cnnmrf.interrupts import check_interrupted
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.losses import LOSSES
-from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint, save_checkpoint
+from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_from_checkpoint
 from cnnmrf.models.detector import DETECTOR_PRESETS, DetectorConfig
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
 from cnnmrf.models.spatial import displacement_histograms
 from cnnmrf.training.config import Stage, TrainConfig
 from cnnmrf.training.optim import build_optimizer, lr_lambda, stage_loss, steps_per_epoch
+from cnnmrf.training.runs import check_resume, check_run_folder, jsonable, run_record, write_epoch
 
 VALIDATION_GROUPS: tuple[str, ...] = ("wrist", "elbow", "shoulder", "hip", "mean")  # PCK@0.2 kept in metrics.jsonl
 
@@ -76,8 +77,10 @@ def train(
         out: run folder.
         detector_ckpt: checkpoint whose detector starts the ``mrf`` and ``joint`` stages.
         mrf_ckpt: checkpoint with detector and spatial model that starts the ``joint`` stage.
-        resume: continue from ``out/last.pt`` (model, optimiser, schedule, epoch).
-        force: start afresh even if ``out`` holds a previous run (its checkpoints are overwritten).
+        resume: continue from ``out/last.pt`` (model, optimiser, schedule, epoch), with the run's options, dataset and
+            starting checkpoints (only those of :data:`cnnmrf.training.runs.SAFE_TO_CHANGE` may differ).
+        force: start afresh even if ``out`` holds a previous run's files (each is replaced when the new run writes
+            its own, after its first epoch).
         on_progress: called on rank 0 with each :class:`TrainProgress` report (the loop itself prints nothing).
         on_epoch_end: hook for tests and tools, called on every rank after each epoch (once its checkpoints are
             written) with the epoch number (1-based, as in metrics.jsonl) and the unwrapped model.
@@ -86,22 +89,40 @@ def train(
         The last epoch's metrics.
 
     Raises:
-        CnnmrfError: conflicting options, a missing or foreign dataset or checkpoint, or a non-finite loss.
+        CnnmrfError: conflicting options, an --out that cannot hold the run or holds another, a resume that differs
+            from its run, a missing or foreign dataset or checkpoint, a full disk, or a non-finite loss.
     """
     config = replace(config)  # checks the choice fields again (and fills the stage's defaults)
+    out = Path(out)
+    check_run_folder(config, out, resume, force, detector_ckpt, mrf_ckpt)
+    if int(os.environ.get("RANK", "0")) != 0:  # only the first process writes
+        return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
+    with output_folder(out, f"train-{config.stage.value}"):
+        return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
+
+
+def _train(
+    config: TrainConfig,
+    data: Path,
+    out: Path,
+    detector_ckpt: Path | None,
+    mrf_ckpt: Path | None,
+    resume: bool,
+    on_progress: Callable[[TrainProgress], None] | None,
+    on_epoch_end: Callable[[int, PoseModel], None] | None,
+) -> dict[str, Any]:
+    """:func:`train` once its run folder is checked (and, on rank 0, created and held)."""
     # ---- processes: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; otherwise a single process -------------------------
     world, rank, device = _setup_distributed(config.device.value)
     main_process = rank == 0
     report = on_progress if main_process else None
     torch.manual_seed(config.seed)
-    out = Path(out)
-    _check_outputs(config, out, resume, force, detector_ckpt, mrf_ckpt)
 
     # ---- data: a fixed held-out validation part of the training split ------------------------------------------
     with open_dataset(data) as dataset:
         prep = dataset.config
         n_train = dataset.num_rows("train")
-        labels = dataset.read("train", ("joints_input", "visible"))
+        labels = dataset.read("train", ("joints_input", "visible", "index"))
     train_joints, train_visible = labels["joints_input"], labels["visible"]  # (N, K, 2) model-input pixels, (N, K)
     train_rows, val_rows = holdout_rows(n_train, config.val_fraction, config.seed)
     if config.val_limit:
@@ -118,8 +139,10 @@ def train(
 
     # ---- model: built fresh, or from earlier stages' checkpoints --------------------------------------------------
     start_epoch, best_pck, history = 0, -1.0, []
+    record = run_record(data, prep, labels["index"], detector_ckpt, mrf_ckpt)
     resume_state = load_checkpoint(out / "last.pt") if resume else None
     if resume_state is not None:
+        start_epoch = check_resume(config, resume_state, record, out)
         model = model_from_checkpoint(resume_state)
     else:
         model = _initial_model(config, prep.input_size, detector_ckpt, mrf_ckpt, train_joints, train_visible)
@@ -144,7 +167,7 @@ def train(
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
-        start_epoch, best_pck = resume_state["epoch"] + 1, resume_state["best_pck"]
+        best_pck = resume_state["best_pck"]
         history = list(resume_state.get("history", []))
         torch.set_rng_state(resume_state["rng"]["torch"])
     wrapped = model
@@ -157,7 +180,7 @@ def train(
     if precision.dtype == torch.bfloat16:
         model.detector.to(memory_format=torch.channels_last)  # the layout oneDNN's bf16 convolutions want
 
-    train_config = _jsonable(asdict(config))
+    train_config = jsonable(asdict(config))
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, config.epochs):
         # ---- one epoch of training ---------------------------------------------------------------------------------
@@ -180,6 +203,7 @@ def train(
             report(progress)
         fetched = time.perf_counter()
         for step, batch in enumerate(loader):
+            check_interrupted()
             if step >= epoch_steps:
                 break
             wait += time.perf_counter() - fetched
@@ -192,9 +216,11 @@ def train(
                 out_maps = wrapped(images)
             loss = stage_loss(config, loss_fn, out_maps, target, visible)  # float32
             if not torch.isfinite(loss):
+                last = out / "last.pt"
+                kept = f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written"
                 raise CnnmrfError(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                    f"The last good checkpoint is kept in {out}; try a lower --lr"
+                    f"{kept}; try a lower --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -225,8 +251,9 @@ def train(
                 "precision": precision.name,
             }
             history.append(metrics)
-            improved = val["mean"] > best_pck
-            best_pck = max(best_pck, val["mean"])
+            # With nothing held out (or scored) the PCK is NaN: best.pt is then the latest epoch's, never missing.
+            improved = val["mean"] > best_pck or best_pck < 0
+            best_pck = max(best_pck, val["mean"]) if np.isfinite(val["mean"]) else best_pck
             state = checkpoint_state(
                 model,
                 prep,
@@ -237,12 +264,9 @@ def train(
                 best_pck=best_pck,
                 history=history,
                 rng={"torch": torch.get_rng_state()},
+                run=record,
             )
-            save_checkpoint(out / "last.pt", state)
-            if improved:
-                save_checkpoint(out / "best.pt", state)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(metrics) + "\n")
+            write_epoch(out, state, history, improved)
             if report is not None:
                 end = replace(progress, step=epoch_steps, validation=result, num_validation=len(val_rows))
                 report(replace(end, loss=metrics["train_loss"], images_per_s=metrics["images_per_s"]))
@@ -267,24 +291,6 @@ def _setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return world, rank, device
-
-
-def _check_outputs(
-    config: TrainConfig, out: Path, resume: bool, force: bool, detector_ckpt: Path | None, mrf_ckpt: Path | None
-) -> None:
-    """Refuse conflicting options and never overwrite a previous run silently."""
-    if config.stage is Stage.mrf and detector_ckpt is None and not resume:
-        raise CnnmrfError("train-mrf needs --detector CKPT (a checkpoint from train-detector)")
-    if resume and force:
-        raise CnnmrfError("--resume and --force contradict each other: pick one")
-    if resume and not (out / "last.pt").is_file():
-        raise CnnmrfError(f"--resume: {out / 'last.pt'} does not exist")
-    if not resume and (out / "last.pt").exists() and not force:
-        raise CnnmrfError(f"{out} already holds a run; pass --resume to continue it or --force to start afresh")
-    if int(os.environ.get("RANK", "0")) == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()
 
 
 def _initial_model(
@@ -348,14 +354,3 @@ def _validate(
     sets = predict_rows(model, data, "train", rows, batch_size=64, device=device, decoder=decoder, dtype=dtype)
     pred = final_joints(sets).joints
     return evaluate_pck(pred, truth)
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, recursively, so a config is plain data."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
