@@ -10,15 +10,16 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console, fail
+from cnnmrf.cli.console import console, fail, plain
 from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, Force, PrecisionOpt
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.files import output_folder
 from cnnmrf.inference.photos import PosePrediction, PosePredictor, save_prediction
+from cnnmrf.interrupts import check_interrupted
 from cnnmrf.joints import JOINT_NAMES
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -163,33 +164,32 @@ def predict(
     for problem in problems:
         fail(problem)
     failed, done = len(problems), 0
-    for path, stem in zip(paths, output_stems(paths)):
-        try:
-            prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
-        except CnnmrfError as err:
-            fail(f"{path}: {err}")
-            failed += 1
-            continue
-        done += 1
-        if json_lines:
-            console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
-        else:
-            console.print(_summary(prediction, files), soft_wrap=True)
-            console.print(_joint_table(prediction))
-    if not json_lines:
-        console.print(f"{done} image(s) done, {failed} failed; outputs in {out}")
-    if failed:
-        raise typer.Exit(1)
+    with output_folder(out, "predict"):  # checked before any work, and held: two runs never mix their outputs
+        for path, stem in zip(paths, output_stems(paths)):
+            check_interrupted()
+            try:
+                prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
+            except CnnmrfError as err:
+                fail(f"{path}: {err}")
+                failed += 1
+                continue
+            done += 1
+            if json_lines:
+                console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
+            else:
+                console.print(_summary(prediction, files), soft_wrap=True)
+                console.print(_joint_table(prediction))
+        if not json_lines:
+            console.print(f"{done} image(s) done, {failed} failed; outputs in {plain(out)}", soft_wrap=True)
+        if failed:
+            raise typer.Exit(1)
 
 
 def _summary(prediction: PosePrediction, files: tuple[Path, Path]) -> str:
     """One line: the image, where its torso box came from, and the files written."""
     box = ",".join(f"{v:.0f}" for v in prediction.box)
     source = "given" if prediction.box_source == "given" else f"found by search, score {prediction.search_score:.2f}"
-    return (
-        f"[bold]{escape(prediction.file)}[/]: torso box {box} ({source}) -> {escape(str(files[0]))}, "
-        f"{escape(str(files[1]))}"
-    )
+    return f"[bold]{plain(prediction.file)}[/]: torso box {box} ({source}) -> {plain(files[0])}, {plain(files[1])}"
 
 
 def _joint_table(prediction: PosePrediction) -> Table:

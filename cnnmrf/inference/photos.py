@@ -19,7 +19,7 @@ from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.files import atomic_write_bytes
+from cnnmrf.files import atomic_write_files
 from cnnmrf.inference.crops import Joints, final_joints, predict_crops
 from cnnmrf.inference.drawing import draw_pose
 from cnnmrf.inference.search import PersonHypothesis, SearchConfig, box_from_joints, find_person
@@ -253,15 +253,24 @@ def _prefiltered(image: Image.Image, factor: float, scale: float) -> tuple[Image
 
 
 def save_prediction(prediction: PosePrediction, image: Image.Image, json_path: Path, png_path: Path) -> None:
-    """Write the prediction as JSON (:meth:`PosePrediction.to_dict`) and the photo with its skeleton drawn as PNG.
+    """Write the prediction as JSON (:meth:`PosePrediction.to_dict`) and the photo with its skeleton drawn as PNG, as
+    one consistent pair: both are made in memory, then written together (:func:`cnnmrf.files.atomic_write_files`).
 
     Args:
         prediction: the prediction.
         image: the photo, at original resolution (decode factor 1).
         json_path: the JSON file to write (its folder is created).
         png_path: the PNG file to write.
+
+    Raises:
+        CnnmrfError: the prediction is not finite (a damaged model), or the files cannot be written (disk full).
     """
+    try:
+        document = json.dumps(prediction.to_dict(), indent=1, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise CnnmrfError(
+            "the model predicted non-finite joints (NaN or infinity); is the checkpoint damaged?"
+        ) from err
     buffer = io.BytesIO()
     draw_pose(image, prediction.joints).save(buffer, format="PNG")
-    atomic_write_bytes(png_path, buffer.getvalue())
-    atomic_write_bytes(json_path, (json.dumps(prediction.to_dict(), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_files({png_path: buffer.getvalue(), json_path: document.encode()})

@@ -1,0 +1,121 @@
+"""Tests that `cnnmrf predict` writes only complete, consistent output pairs, where it may, and shows names as text."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnmrf import files
+from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.errors import CnnmrfError
+from cnnmrf.files import output_folder
+from cnnmrf.inference.photos import PosePrediction, save_prediction
+from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
+from tests.fixtures import draw_image, tiny_annotations, tiny_model, write_tiny_checkpoint
+from tests.helpers import assert_one_line_error, invoke
+
+BOX = "70,45,90,75"  # torso box of the person in tiny image 1
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
+
+
+@pytest.fixture()
+def photo(tmp_path: Path) -> Path:
+    """A 160x120 photo of one stick-figure person, as a file."""
+    draw_image(1, tiny_annotations(), np.random.default_rng(7)).save(tmp_path / "a.jpg")
+    return tmp_path / "a.jpg"
+
+
+def predict(photo: Path, checkpoint: Path, out: Path, *options: str) -> object:
+    return invoke("predict", photo, "-c", checkpoint, "--box", BOX, "--out", out, *options)
+
+
+def test_an_out_that_is_a_file_or_read_only_is_refused_first(
+    photo: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_one_line_error(predict(photo, checkpoint, tmp_path / "notes.txt"), "notes.txt is a file; give a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
+    assert_one_line_error(predict(photo, checkpoint, tmp_path / "out"), "out: the file system is read-only")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "notes.txt"]
+
+
+def test_nan_weights_are_refused_and_a_nan_prediction_writes_nothing(photo: Path, tmp_path: Path) -> None:
+    model = tiny_model()
+    model.detector.head[2].bias.data[0] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", checkpoint_state(model, PreprocessConfig(input_size=64)))
+    result = predict(photo, tmp_path / "nan.pt", tmp_path / "out")
+    assert_one_line_error(result, "nan.pt holds non-finite weights (NaN or infinity) in detector.head.2.bias")
+    nan = PosePrediction("a.jpg", (160, 120), np.zeros(4), "given", np.full((10, 2), np.nan), np.zeros(10))
+    with pytest.raises(CnnmrfError, match="non-finite joints"):
+        save_prediction(nan, Image.open(photo), tmp_path / "out" / "a.json", tmp_path / "out" / "a_pose.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "nan.pt"]
+
+
+def test_an_absurd_box_is_one_line(photo: Path, checkpoint: Path, tmp_path: Path) -> None:
+    result = invoke("predict", photo, "-c", checkpoint, "--box=-1e20,-1e20,1e20,1e20", "--out", tmp_path / "o")
+    assert_one_line_error(result, "is more than 10 times as tall as the 160x120 image")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(
+    photo: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    with output_folder(tmp_path / "out", "predict"):  # another predict, busy writing there
+        result = predict(photo, checkpoint, tmp_path / "out", "--force")
+        assert_one_line_error(result, "is in use by another cnnmrf command")
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".cnnmrf.lock"]
+    assert predict(photo, checkpoint, tmp_path / "out").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a_pose.png"]
+
+
+def test_a_full_disk_writes_neither_file_of_a_pair(
+    photo: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert predict(photo, checkpoint, tmp_path / "out").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    result = predict(photo, checkpoint, tmp_path / "out", "--force")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a.jpg: cannot write" in lines[0] and "the disk is full" in lines[0]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_outputs_get_the_umask_permissions(photo: Path, checkpoint: Path, tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        assert predict(photo, checkpoint, tmp_path / "out").exit_code == 0
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert modes == {"a.json": 0o640, "a_pose.png": 0o640}
+
+
+def test_escape_codes_in_file_names_are_shown_as_text(photo: Path, checkpoint: Path, tmp_path: Path) -> None:
+    sneaky = tmp_path / "\x1b[2J\x1b]0;pwned\x07b.jpg"  # clear the screen, set the window title
+    photo.rename(sneaky)
+    result = predict(sneaky, checkpoint, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "\x1b[2J" not in result.output and "\x07" not in result.output
+    assert "\\x1b[2J\\x1b]0;pwned\\x07b.jpg" in result.output
+    missing = invoke("predict", tmp_path / "\x1b[31mgone.jpg", "-c", checkpoint, "--box", BOX, "-o", tmp_path / "o")
+    assert "\x1b[31m" not in missing.stderr and "\\x1b[31mgone.jpg" in missing.stderr
