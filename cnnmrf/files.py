@@ -9,7 +9,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from cnnmrf.errors import CnnmrfError
@@ -127,9 +127,9 @@ def make_folder(folder: Path) -> None:
 
 
 @contextmanager
-def _temporary(path: Path) -> Iterator[Path]:
-    """A new temporary file beside ``path`` (umask permissions), removed however the block ends; write errors met
-    in the block become a :func:`write_error` naming ``path``."""
+def _temporary(path: Path, keep: bool = False) -> Iterator[Path]:
+    """A new temporary file beside ``path`` (umask permissions), removed when the block ends (if it succeeded and
+    ``keep``, the caller removes it); write errors met in the block become a :func:`write_error` naming ``path``."""
     if path.is_dir():
         raise CnnmrfError(f"cannot write {path}: it is a folder")
     with _made_folder(path.parent):
@@ -143,11 +143,12 @@ def _temporary(path: Path) -> Iterator[Path]:
             os.fchmod(fd, 0o666 & ~_umask())
             os.close(fd)
             yield tmp
-        except OSError as err:
+        except BaseException as err:
+            tmp.unlink(missing_ok=True)
             if is_write_error(err):
-                raise write_error(path, err) from err
+                raise write_error(path, err) from err  # type: ignore[arg-type]
             raise
-        finally:
+        if not keep:
             tmp.unlink(missing_ok=True)
 
 
@@ -167,22 +168,56 @@ def _made_folder(folder: Path) -> Iterator[None]:
         raise
 
 
+_GROUPS: list[list[tuple[Path, Path]]] = []  # (temporary, target) renames held back by written_together blocks
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path``, on any error it is removed.
 
     A crash, a full disk or Ctrl-C therefore never leaves a half-written ``path`` (nor, but after kill -9, the
     temporary: those are removed by the next write of ``path``), and an existing ``path`` is only replaced by a
-    complete file. The file gets the permissions the umask gives a new file.
+    complete file. The file gets the permissions the umask gives a new file. Inside :func:`written_together`, the
+    replacement waits for the end of that block.
 
     Raises:
         CnnmrfError: ``path`` is a folder, or writing fails for want of space or permission (naming ``path``).
     """
     path = Path(path)
-    with _temporary(path) as tmp:
+    with _temporary(path, keep=bool(_GROUPS)) as tmp:
         yield tmp
+        if _GROUPS:
+            _GROUPS[-1].append((tmp, path))
+        else:
+            with deferred_interrupts():
+                os.replace(tmp, path)
+
+
+@contextmanager
+def written_together() -> Iterator[None]:
+    """Hold back the replacements of the files written in the block (by :func:`atomic_path` and the functions built
+    on it) until it ends: then they are renamed into place one after the other with Ctrl-C held back; if it fails,
+    none is. So a full disk, a bad input or Ctrl-C never leaves one output of a set without the others.
+
+    Raises:
+        CnnmrfError: a rename fails (naming the file).
+    """
+    pending: list[tuple[Path, Path]] = []
+    _GROUPS.append(pending)
+    try:
+        yield
+        _GROUPS.pop()
         with deferred_interrupts():
-            os.replace(tmp, path)
+            for tmp, path in pending:
+                try:
+                    os.replace(tmp, path)
+                except OSError as err:
+                    raise write_error(path, err) from err
+    finally:
+        if _GROUPS and _GROUPS[-1] is pending:
+            _GROUPS.pop()
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
 
 
 def _write(path: Path, data: bytes, target: Path) -> None:
@@ -207,19 +242,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_write_files(contents: Mapping[Path, bytes]) -> None:
-    """Write several files as one: each is written to its temporary first, and only when all are complete are they
-    renamed into place, one after the other with Ctrl-C held back, so either all are replaced or none.
+    """Write several files as one (see :func:`written_together`): all are replaced, or none.
 
     Raises:
         CnnmrfError: a path is a folder, or a file cannot be written (disk full, permissions).
     """
-    with ExitStack() as stack:
-        temporaries = {Path(path): stack.enter_context(_temporary(Path(path))) for path in contents}
+    with written_together():
         for path, data in contents.items():
-            _write(temporaries[Path(path)], data, Path(path))
-        with deferred_interrupts():
-            for path, tmp in temporaries.items():
-                os.replace(tmp, path)
+            atomic_write_bytes(path, data)
 
 
 def _probe(folder: Path, target: Path) -> None:

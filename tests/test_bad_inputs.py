@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from cnnmrf.data import writer
+from cnnmrf.data.dataset import AugmentConfig, FlicDataset
 from cnnmrf.data.format import open_dataset
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, load_pose, save_checkpoint
@@ -70,6 +71,8 @@ def test_non_finite_labels_are_invisible_and_counted(flic_copy: Path, tmp_path: 
     assert not train["visible"][0, 2] and not train["visible"][1, 0] and not train["visible"][1, 9]
     assert train["visible"][0, [0, 1, 3, 4, 5, 6, 7, 8, 9]].all()
     assert np.isnan(train["joints"][1, 0]).all()  # stored as "no label" (NaN), not as infinity
+    augmented = FlicDataset(tmp_path / "x.h5", "train", augment=AugmentConfig())  # targets made again, as training does
+    assert all(torch.isfinite(augmented[row]["heatmaps"]).all() for row in (0, 1))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Tests that `cnnmrf predict` writes only complete, consistent output pairs, where it may, and shows names as text."""
+"""Tests that `cnnmrf predict` writes only complete, consistent output pairs, where it may, and shows names as text;
+and that `cnnmrf evaluate` checks where it writes before its work."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PIL import Image
 from cnnmrf import files
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation import evaluate
 from cnnmrf.files import output_folder
 from cnnmrf.inference.photos import PosePrediction, save_prediction
 from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
@@ -119,3 +121,28 @@ def test_escape_codes_in_file_names_are_shown_as_text(photo: Path, checkpoint: P
     assert "\\x1b[2J\\x1b]0;pwned\\x07b.jpg" in result.output
     missing = invoke("predict", tmp_path / "\x1b[31mgone.jpg", "-c", checkpoint, "--box", BOX, "-o", tmp_path / "o")
     assert "\x1b[31m" not in missing.stderr and "\\x1b[31mgone.jpg" in missing.stderr
+
+
+def test_evaluate_checks_its_out_before_the_work_and_names_a_full_disk(
+    tiny_h5: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files.tempfile, "mkstemp", read_only)
+        patch.setattr(evaluate, "predict_rows", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+        result = invoke("evaluate", tiny_h5, "-c", checkpoint, "-o", tmp_path / "e")
+        assert_one_line_error(result, f"cannot write {tmp_path / 'e'}: the file system is read-only")
+
+    written = []
+
+    def full_at_the_last_file(fd: int) -> None:  # predictions.json and pck.png fit, metrics.json does not
+        written.append(fd)
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full_at_the_last_file)
+    result = invoke("evaluate", tiny_h5, "-c", checkpoint, "-o", tmp_path / "e")
+    assert_one_line_error(result, f"cannot write {tmp_path / 'e' / 'metrics.json'}: the disk is full")
+    assert not (tmp_path / "e").exists()  # all three files or none (and not the folder it made)

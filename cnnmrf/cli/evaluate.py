@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console, progress_bar
+from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, PrecisionOpt
 from cnnmrf.data.heatmaps import Decoding
 from cnnmrf.devices import Device, Precision
@@ -82,12 +82,12 @@ def evaluate(
         evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
     console.print(
-        f"checkpoint {checkpoint}; {evaluation.num_examples} {split.value} examples of {data}; ground truth "
-        f"{convention} (as stored in the dataset); precision {evaluation.precision}"
+        f"checkpoint {plain(checkpoint)}; {evaluation.num_examples} {split.value} examples of {plain(data)}; "
+        f"ground truth {convention} (as stored in the dataset); precision {evaluation.precision}"
     )
     for name, result in evaluation.results.items():
         console.print(pck_table(result, title=f"{split.value} PCK (%), {LABELS[name]}"))
-    files = ", ".join(str(f) for f in evaluation.files)
+    files = ", ".join(plain(f) for f in evaluation.files)
     console.print(
         f"mean PCK@0.2 {100 * evaluation.result.at('mean', 0.2):.1f}% ({LABELS[evaluation.headline]}); "
         f"wrote {files} in {evaluation.seconds:.1f} s "

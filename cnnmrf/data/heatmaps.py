@@ -23,7 +23,8 @@ def encode_heatmaps(joints: np.ndarray, visible: np.ndarray, size: tuple[int, in
     Returns:
         (..., K, H, W) float32 heatmaps with peak value 1 at each visible joint.
     """
-    joints = np.asarray(joints, dtype=np.float64)
+    visible = np.asarray(visible, dtype=bool)
+    joints = np.where(visible[..., None], np.asarray(joints, dtype=np.float64), 0.0)  # an invisible one may be NaN
     height, width = size
     ys = np.arange(height, dtype=np.float64)
     xs = np.arange(width, dtype=np.float64)

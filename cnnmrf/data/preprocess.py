@@ -84,8 +84,9 @@ def _example_values(example: FlicExample, image: np.ndarray, config: PreprocessC
     with np.errstate(invalid="ignore"):
         inside = np.all((joints_input >= 0) & (joints_input <= config.input_size - 1), axis=-1)
     visible = inside & labelled  # (K,)
-    centres = np.where(visible[:, None], input_to_heatmap(joints_input, config.heatmap_stride), 0.0)
-    heatmaps = encode_heatmaps(centres, visible, config.heatmap_size, config.heatmap_sigma)  # (K, H, W)
+    heatmaps = encode_heatmaps(
+        input_to_heatmap(joints_input, config.heatmap_stride), visible, config.heatmap_size, config.heatmap_sigma
+    )  # (K, H, W)
     return {
         "images": image,
         "heatmaps": heatmaps.astype(np.float16),

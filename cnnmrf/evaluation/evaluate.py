@@ -18,6 +18,7 @@ from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
+from cnnmrf.files import check_output_folder, output_folder, written_together
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, predict_rows
 from cnnmrf.models.checkpoint import load_pose
 
@@ -75,10 +76,10 @@ def check_outputs(out: Path, force: bool) -> None:
     """Refuse to overwrite an earlier evaluation in ``out`` without ``force``.
 
     Raises:
-        CnnmrfError: ``out`` is a file, or it holds metrics.json, predictions.json or pck.png and not ``force``.
+        CnnmrfError: ``out`` is a file or cannot be written in, or it holds metrics.json, predictions.json or pck.png
+            and not ``force``.
     """
-    if out.exists() and not out.is_dir():
-        raise CnnmrfError(f"--out {out} is a file; give a folder")
+    check_output_folder(out)  # a file, or not writable: said before the work, not after it
     existing = [name for name in OUTPUT_NAMES if (out / name).exists()]
     if existing and not force:
         raise CnnmrfError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite")
@@ -178,31 +179,31 @@ def evaluate_checkpoint(
     headline = SPATIAL if SPATIAL in results else DETECTOR
     seconds = time.perf_counter() - started
 
-    out.mkdir(parents=True, exist_ok=True)
-    final = sets[headline]
-    save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
-    other = results[DETECTOR] if headline == SPATIAL else None
-    plot_pck_curves(
-        results[headline], out / "pck.png", label=LABELS[headline], other=other, other_label=LABELS[DETECTOR]
-    )
-    extra = {
-        "headline": METRICS_NAMES[headline],
-        **{METRICS_NAMES[name]: result.to_dict() for name, result in results.items()},
-        "checkpoint": str(checkpoint),
-        "dataset": str(data),
-        "split": options.split.value,
-        "observer_centric": bool(prep.observer_centric),
-        "num_split_examples": int(total),  # examples in the split scored (before --limit)
-        "options": {
-            **asdict(options),
-            "scales": list(options.scales),
-            "spatial_model": model.spatial is not None,
-            "precision": precision.name,
-            "precision_reason": precision.reason,
-        },
-        "seconds": round(seconds, 2),
-    }
-    save_metrics(out / "metrics.json", results[headline], extra)
+    with output_folder(out, "evaluate"), written_together():  # one evaluate at a time; all three files or none
+        final = sets[headline]
+        save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
+        other = results[DETECTOR] if headline == SPATIAL else None
+        plot_pck_curves(
+            results[headline], out / "pck.png", label=LABELS[headline], other=other, other_label=LABELS[DETECTOR]
+        )
+        extra = {
+            "headline": METRICS_NAMES[headline],
+            **{METRICS_NAMES[name]: result.to_dict() for name, result in results.items()},
+            "checkpoint": str(checkpoint),
+            "dataset": str(data),
+            "split": options.split.value,
+            "observer_centric": bool(prep.observer_centric),
+            "num_split_examples": int(total),  # examples in the split scored (before --limit)
+            "options": {
+                **asdict(options),
+                "scales": list(options.scales),
+                "spatial_model": model.spatial is not None,
+                "precision": precision.name,
+                "precision_reason": precision.reason,
+            },
+            "seconds": round(seconds, 2),
+        }
+        save_metrics(out / "metrics.json", results[headline], extra)
     return Evaluation(
         results=results,
         headline=headline,

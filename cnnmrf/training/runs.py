@@ -70,8 +70,8 @@ def run_record(
             "train_examples": int(len(train_index)),
             "train_index_sha1": hashlib.sha1(np.asarray(train_index, dtype=np.int64).tobytes()).hexdigest(),
         },
-        "detector": None if detector_ckpt is None else str(detector_ckpt),
-        "mrf": None if mrf_ckpt is None else str(mrf_ckpt),
+        "detector": None if detector_ckpt is None else str(Path(detector_ckpt).resolve()),
+        "mrf": None if mrf_ckpt is None else str(Path(mrf_ckpt).resolve()),
     }
 
 
