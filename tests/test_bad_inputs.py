@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import shutil
+import stat
 import struct
 import zipfile
 from collections.abc import Callable
@@ -50,8 +52,13 @@ def flic_copy(tmp_path: Path) -> Path:
 
 
 def test_a_split_without_examples_is_written_empty(tiny_flic: Path, tmp_path: Path) -> None:
-    result = invoke("preprocess", tiny_flic, "--out", tmp_path / "one.h5", "--limit", "1", "--workers", "1")
+    previous = os.umask(0o027)
+    try:
+        result = invoke("preprocess", tiny_flic, "--out", tmp_path / "one.h5", "--limit", "1", "--workers", "1")
+    finally:
+        os.umask(previous)
     assert result.exit_code == 0, result.output
+    assert stat.S_IMODE((tmp_path / "one.h5").stat().st_mode) == 0o640  # the umask's permissions, not 0600
     with open_dataset(tmp_path / "one.h5") as dataset:
         assert (dataset.num_rows("train"), dataset.num_rows("test")) == (1, 0)
 
