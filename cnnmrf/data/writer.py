@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from cnnmrf.data.format import FIELDS, FORMAT_VERSION, SPLITS, TRANSFORM_NOTE, PreprocessConfig, split_layout
+from cnnmrf.interrupts import deferred_interrupts
 from cnnmrf.joints import JOINT_NAMES
 
 
@@ -55,6 +56,9 @@ class _GuardedFile(io.RawIOBase):
         except OSError as err:
             self.failure = err
         return len(view)
+
+    def flush(self) -> None:
+        """Nothing to flush (unbuffered), also once closed (HDF5 may ask when it releases the file late)."""
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self.file.seek(offset, whence)
@@ -101,15 +105,17 @@ class DatasetWriter:
         self.config = config
         self.counts = dict(counts)
         self._file = _GuardedFile(path)
+        self.h5: h5py.File | None = None
         try:
-            self.h5 = h5py.File(self._file, "w", track_order=True)
-            for split in SPLITS:
-                group = self.h5.create_group(split)
-                for name, spec in split_layout(self.counts.get(split, 0), config).items():
-                    _create(group, name, spec)
+            with deferred_interrupts():  # Ctrl-C inside HDF5's calls into Python would leave it broken
+                self.h5 = h5py.File(self._file, "w", track_order=True)
+                for split in SPLITS:
+                    group = self.h5.create_group(split)
+                    for name, spec in split_layout(self.counts.get(split, 0), config).items():
+                        _create(group, name, spec)
             self._check()
         except BaseException:
-            self._file.close()
+            self._close_quietly()
             raise
 
     def _check(self) -> None:
@@ -119,14 +125,20 @@ class DatasetWriter:
 
     def write(self, split: str, row: int, values: dict[str, Any]) -> None:
         """Store one example: ``values`` maps every name of :data:`FIELDS` to that example's value."""
-        group = self.h5[split]
-        for name in FIELDS:
-            group[name][row] = values[name]
+        with deferred_interrupts():
+            group = self.h5[split]
+            for name in FIELDS:
+                group[name][row] = values[name]
         self._check()
 
     def finish(self, rows: dict[str, int], source: Path, command: str) -> None:
         """Drop unwritten tail rows (examples that were skipped) and write the file's attributes."""
         self._check()
+        with deferred_interrupts():
+            self._finish(rows, source, command)
+        self._check()
+
+    def _finish(self, rows: dict[str, int], source: Path, command: str) -> None:
         for split, n in rows.items():
             if n != self.counts.get(split, 0):
                 group = self.h5[split]
@@ -148,16 +160,24 @@ class DatasetWriter:
         attrs["command"] = command
         self.h5.flush()
         self._file.sync()
-        self._check()
 
     def close(self) -> None:
         """Close the file (raising a write error that closing met)."""
-        try:
-            self.h5.close()
-            self._file.sync()
-        finally:
-            self._file.close()
+        with deferred_interrupts():
+            try:
+                if self.h5 is not None:
+                    self.h5.close()
+                self._file.sync()
+            finally:
+                self._file.close()
         self._check()
+
+    def _close_quietly(self) -> None:
+        """Close the file after a failure: it is to be deleted, so a further error closing it does not matter."""
+        try:
+            self.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -165,8 +185,5 @@ class DatasetWriter:
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is None:
             self.close()
-            return
-        try:  # failed already: the file is to be deleted, so a further error closing it does not matter
-            self.close()
-        except OSError:
-            pass
+        else:
+            self._close_quietly()
