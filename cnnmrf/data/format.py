@@ -45,8 +45,8 @@ class PreprocessConfig:
 
     input_size: int = 128  # side of the square model input, pixels
     crop_scale: float = 3.0  # crop side / FLIC torso-box height (covers >99% of FLIC joints)
-    heatmap_stride: int = 4  # model-input pixels per heatmap pixel (the detector's output stride)
-    heatmap_sigma: float = 1.5  # std of the target Gaussians, in heatmap pixels
+    heatmap_stride: int = 2  # model-input pixels per heatmap pixel (the detector's output stride: small-hr's 2)
+    heatmap_sigma: float = 2.0  # std of the target Gaussians, in heatmap pixels (4 input pixels at stride 2)
     observer_centric: bool = True  # MODEC's rule: swap arm labels of people seen from behind
 
     @property

@@ -72,7 +72,7 @@ class TrainConfig:
     """
 
     stage: Stage = Stage.detector  # what to train
-    preset: Preset = Preset.small  # detector preset: small (2-core CPU), small-hr (stride 2), paper (GPU) or tiny
+    preset: Preset = Preset["small-hr"]  # detector preset: small-hr (the bundled one), small (stride 4), paper, tiny
     epochs: int | None = None  # passes over the training examples (None: the stage's default)
     batch_size: int = 16  # examples per step (per process under torchrun)
     optimizer: Optimizer = Optimizer.adam  # adam or sgd (with momentum)
