@@ -55,13 +55,19 @@ def decode_heatmaps(heatmaps: torch.Tensor, refine: bool = True) -> tuple[torch.
     return coords, scores
 
 
+def _value_at(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Values of (..., K, H*W) flattened maps at integer (x, y) (..., K), clamped into the (H, W) map."""
+    height, width = size
+    return flat.gather(-1, (y.clamp(0, height - 1) * width + x.clamp(0, width - 1)).unsqueeze(-1)).squeeze(-1)
+
+
 def _parabola_offsets(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
     """(..., K, 2) sub-pixel offsets in [-0.5, 0.5] from neighbours of the integer peak (0 at borders)."""
     *lead, height, width = heatmaps.shape
     flat = heatmaps.reshape(*lead, height * width)
 
     def at(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return flat.gather(-1, (y.clamp(0, height - 1) * width + x.clamp(0, width - 1)).unsqueeze(-1)).squeeze(-1)
+        return _value_at(flat, x, y, (height, width))
 
     centre = at(px, py)
     offsets = []
@@ -115,8 +121,7 @@ def decode_heatmaps_dark(log_scores: torch.Tensor, sigma: float) -> tuple[torch.
     py, px = arg // width, arg % width
 
     def at(dx: int, dy: int) -> torch.Tensor:
-        x, y = (px + dx).clamp(0, width - 1), (py + dy).clamp(0, height - 1)
-        return flat.gather(-1, (y * width + x).unsqueeze(-1)).squeeze(-1)  # (..., K)
+        return _value_at(flat, px + dx, py + dy, (height, width))  # (..., K)
 
     centre = at(0, 0)
     gx, gy = 0.5 * (at(1, 0) - at(-1, 0)), 0.5 * (at(0, 1) - at(0, -1))
@@ -147,9 +152,10 @@ class Decoder:
     sigma: float = 1.5  # DARK's smoothing in heatmap pixels: the training targets' sigma (PreprocessConfig)
 
     def __call__(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if Decoding(self.method) is Decoding.dark:
+        method = Decoding(self.method)
+        if method is Decoding.dark:
             return decode_heatmaps_dark(heatmaps, self.sigma)
-        return decode_heatmaps(heatmaps, refine=Decoding(self.method) is Decoding.parabola)
+        return decode_heatmaps(heatmaps, refine=method is Decoding.parabola)
 
 
 DEFAULT_DECODER = Decoder()  # DARK with the default targets' sigma

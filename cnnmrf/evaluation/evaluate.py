@@ -151,10 +151,10 @@ def evaluate_checkpoint(
         rows = rows if options.limit is None else rows[: options.limit]
         if len(rows) == 0:
             raise CnnmrfError(f"{data} has no {options.split.value} examples")
-        test = dataset.read(source, ("joints", "index", "file"), rows)
-    truth = test["joints"].astype(np.float64)  # (N, K, 2) original pixels
-    indices = test["index"]  # (N,) FLIC example indices
-    files = [str(f) for f in test["file"]]
+        labels = dataset.read(source, ("joints", "index", "file"), rows)
+    truth = labels["joints"].astype(np.float64)  # (N, K, 2) original pixels
+    indices = labels["index"]  # (N,) FLIC example indices
+    files = [str(f) for f in labels["file"]]
     model, trained = load_pose(checkpoint)
     check_geometry(trained, prep, checkpoint, data)
     device = resolve_device(options.device)
