@@ -7,10 +7,12 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from cnnmrf.errors import CnnmrfError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the command line's choices (Device, Precision) load fast
+    import torch
 
 # CPU flags that mean bfloat16 matrix arithmetic runs in hardware: Intel AMX tiles, or AVX-512 BF16 dot products.
 NATIVE_BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
@@ -42,6 +44,8 @@ class Resolved:
     @property
     def name(self) -> str:
         """``fp32`` or ``bf16``."""
+        import torch
+
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
 
@@ -51,6 +55,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
     Raises:
         CnnmrfError: an unknown name, or CUDA asked for without a GPU.
     """
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -80,6 +86,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 def native_bf16(device: torch.device) -> tuple[bool, str]:
     """Whether ``device`` computes bfloat16 matrix products in hardware, and what that was decided from."""
     if device.type == "cuda":
+        import torch
+
         ok = torch.cuda.is_bf16_supported()
         return ok, f"CUDA GPU {'with' if ok else 'without'} bfloat16 support"
     found = sorted(cpu_flags() & set(NATIVE_BF16_CPU_FLAGS))
@@ -91,6 +99,8 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
 
 def resolve_precision(precision: Precision | str, device: torch.device) -> Resolved:
     """``auto`` becomes bf16 where ``device`` computes it natively, else fp32; fp32 and bf16 are taken as asked."""
+    import torch
+
     precision = Precision(precision)
     if precision is Precision.fp32:
         return Resolved(torch.float32, "asked for (--precision fp32)")
@@ -103,5 +113,7 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> Resol
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """bfloat16 autocast on ``device`` when ``dtype`` is bfloat16; a no-op for float32."""
+    import torch
+
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         yield

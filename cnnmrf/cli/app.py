@@ -13,6 +13,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # --help answers in a quarter of a second (tests/test_cli_help.py): plain help and usage errors, as rich's panels
+    # took longer to draw than all the rest; and a default for the unset --help flag, which typer otherwise checks
+    # through pydantic (0.15 s of imports) before any command runs.
+    rich_markup_mode=None,
+    context_settings={"default_map": {"help": False}},
 )
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.interrupts import check_interrupted, handling_interrupts
@@ -63,6 +62,15 @@ def progress_bar(
     is not drawn over), and is stopped however the block ends. ``show_rate`` adds items per second; ``show_detail``
     adds the text given as ``on_progress(done, total, detail)``.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn()]
     if show_rate:
         columns.append(TextColumn("{task.fields[rate]}"))

@@ -10,11 +10,10 @@ import typer
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, PrecisionOpt
-from cnnmrf.data.heatmaps import Decoding
+from cnnmrf.data.decoding import Decoding
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.evaluation.evaluate import LABELS, EvaluateOptions, Split, evaluate_checkpoint
-from cnnmrf.evaluation.report import pck_table
+from cnnmrf.evaluation.options import EvaluateOptions, Split
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -63,6 +62,9 @@ def evaluate(
     force: Force = False,
 ) -> None:
     """Score a checkpoint on FLIC's test split (or --split val): PCK at r = 0.05..0.2 and the 0.01..0.5 curve."""
+    from cnnmrf.evaluation.evaluate import LABELS, evaluate_checkpoint  # numpy and torch: loaded when the command runs
+    from cnnmrf.evaluation.report import pck_table
+
     options = EvaluateOptions(
         use_spatial=not no_mrf,
         flip_test=flip_test,

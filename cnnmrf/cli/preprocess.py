@@ -11,8 +11,7 @@ import typer
 
 from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import Force, Workers
-from cnnmrf.data.format import PreprocessConfig
-from cnnmrf.data.preprocess import preprocess_flic
+from cnnmrf.data.config import PreprocessConfig
 
 _D = PreprocessConfig()
 
@@ -33,6 +32,8 @@ def preprocess(
     force: Force = False,
 ) -> None:
     """Convert raw FLIC into an HDF5 file of person-centred crops, joints and target heatmaps."""
+    from cnnmrf.data.preprocess import preprocess_flic  # numpy, h5py and PIL: loaded when the command runs
+
     config = PreprocessConfig(
         input_size=input_size,
         crop_scale=crop_scale,

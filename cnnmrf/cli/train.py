@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import DataPath, DeviceOpt, Force, OutDir, PrecisionOpt
-from cnnmrf.evaluation.report import pck_table
 from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Optimizer, Preset, Stage, TrainConfig
-from cnnmrf.training.loop import TrainProgress, train
-from cnnmrf.training.runs import recorded_options
 
-_D = TrainConfig()  # the settings every stage shares (epochs and lr come from STAGE_DEFAULTS)
+if TYPE_CHECKING:
+    from cnnmrf.training.loop import TrainProgress
+
+# The settings every stage shares (epochs and lr come from STAGE_DEFAULTS): the class's field defaults, read without
+# making a config (whose augmentations would load torch).
+_D = TrainConfig
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Examples per step (per process under torchrun).", min=1)]
 Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0)]
@@ -84,6 +86,8 @@ class TrainDisplay:
             console.print(f"precision {report.precision.name} ({report.precision.reason}) on {report.device}")
             self._started = True
         if report.validation is not None:
+            from cnnmrf.evaluation.report import pck_table  # numpy: loaded when a run reports, not for --help
+
             self._end_epoch()
             title = f"epoch {report.epoch}: validation PCK ({report.num_validation} held-out)"
             console.print(pck_table(report.validation, title=title))
@@ -107,6 +111,8 @@ def _run(
     mrf: Path | None = None,
     **options: Any,
 ) -> None:
+    from cnnmrf.training.loop import train  # torch: loaded when a command runs, not for --help
+
     if resume:
         options = _with_run_options(ctx, out, options)
     config = TrainConfig(stage=stage, **options)
@@ -115,7 +121,7 @@ def _run(
             config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, on_progress=display
         )
     pck = metrics["val_pck@0.2"]["mean"]
-    scored = f"validation mean PCK@0.2 {pck:.1f} at the last epoch" if np.isfinite(pck) else "no validation examples"
+    scored = f"validation mean PCK@0.2 {pck:.1f} at the last epoch" if math.isfinite(pck) else "no validation examples"
     console.print(
         f"done: {plain(out / 'best.pt')} ({scored}), metrics in {plain(out / 'metrics.jsonl')}", soft_wrap=True
     )
@@ -124,6 +130,8 @@ def _run(
 def _with_run_options(ctx: typer.Context, out: Path, options: dict[str, Any]) -> dict[str, Any]:
     """On --resume, the options not given on the command line take the values the run was started with, so that
     ``--resume`` alone continues a run as it was (those given must equal the run's, but the safe ones)."""
+    from cnnmrf.training.runs import recorded_options
+
     recorded = recorded_options(out)
     given = {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", "") != "DEFAULT"}
     cli_name = {"max_steps_per_epoch": "max_steps"}

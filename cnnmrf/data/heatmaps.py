@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cnnmrf.data.decoding import Decoding
 
 
 def encode_heatmaps(joints: np.ndarray, visible: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
@@ -134,14 +135,6 @@ def decode_heatmaps_dark(log_scores: torch.Tensor, sigma: float) -> tuple[torch.
     step_y = torch.where(concave, -(hxx * gy - hxy * gx) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
     coords = torch.stack([px + step_x, py + step_y], dim=-1)  # (..., K, 2)
     return coords, scores
-
-
-class Decoding(str, enum.Enum):
-    """How a heatmap's peak becomes a sub-pixel position."""
-
-    argmax = "argmax"  # the integer peak
-    parabola = "parabola"  # a 1-D parabola through the peak and its neighbours, on each axis
-    dark = "dark"  # distribution-aware: smoothed softmax, 2-D Newton step (decode_heatmaps_dark)
 
 
 @dataclass(frozen=True)

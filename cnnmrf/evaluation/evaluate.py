@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,9 +12,10 @@ import numpy as np
 
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.format import PreprocessConfig, open_dataset
-from cnnmrf.data.heatmaps import Decoder, Decoding
-from cnnmrf.devices import Precision, resolve_device, resolve_precision
+from cnnmrf.data.heatmaps import Decoder
+from cnnmrf.devices import resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation.options import EvaluateOptions, Split
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
 from cnnmrf.files import check_output_folder, output_folder, written_together
@@ -27,31 +27,6 @@ GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "crop_scale", "heatmap_stride"
 LABELS: dict[str, str] = {SPATIAL: "ConvNet + MRF", DETECTOR: "ConvNet alone"}
 # How metrics.json names the results (a stable file format): the spatial model's output is the "full" model's.
 METRICS_NAMES: dict[str, str] = {SPATIAL: "full", DETECTOR: "detector"}
-
-
-class Split(str, enum.Enum):
-    """Which examples to score."""
-
-    test = "test"  # FLIC's test split: the numbers to report
-    val = "val"  # the held-out part of the training split: the numbers to tune on
-
-
-@dataclass
-class EvaluateOptions:
-    """How to run the model on the test crops."""
-
-    use_spatial: bool = True  # run the spatial model when the checkpoint has one (--no-mrf: detector alone)
-    flip_test: bool = False  # average with the mirrored crop
-    scales: tuple[float, ...] = (1.0,)  # multi-scale testing zoom factors about the crop centre
-    decoding: Decoding = Decoding.dark  # peak decoding: dark (distribution-aware), parabola or argmax
-    batch_size: int = 32  # crops per forward pass
-    device: str = "auto"  # auto, cpu or cuda
-    precision: Precision = Precision.auto  # the detector's arithmetic: bf16 where native, else fp32
-    split: Split = Split.test  # test: FLIC's test split (the report); val: the held-out part of the training split
-    val_fraction: float = 0.1  # with split val: the share held out, as in training (TrainConfig.val_fraction)
-    seed: int = 0  # with split val: the training run's --seed, which drew the held-out rows
-    limit: int | None = None  # only the first N examples
-    force: bool = False  # overwrite existing outputs
 
 
 @dataclass

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cnnmrf.data.dataset import AugmentConfig
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.models.detector import DETECTOR_PRESETS
+
+if TYPE_CHECKING:  # the dataset module loads numpy and torch: imported when a config is made, not when this module is
+    from cnnmrf.data.dataset import AugmentConfig
 
 
 class Stage(str, enum.Enum):
@@ -20,8 +21,10 @@ class Stage(str, enum.Enum):
     joint = "joint"  # detector and spatial model together, by back-propagation
 
 
-# The detector presets of cnnmrf.models.detector (small, small-hr, paper, tiny), as choices.
-Preset = enum.Enum("Preset", [(name, name) for name in DETECTOR_PRESETS], type=str)  # type: ignore[misc]
+# The detector presets of cnnmrf.models.detector.DETECTOR_PRESETS, as choices: named here, so that the command line
+# lists them without loading torch (tests/test_cli_help.py checks that the two agree).
+PRESETS: tuple[str, ...] = ("small", "small-hr", "paper", "tiny")
+Preset = enum.Enum("Preset", [(name, name) for name in PRESETS], type=str)  # type: ignore[misc]
 
 
 class Optimizer(str, enum.Enum):
@@ -60,6 +63,13 @@ STAGE_DEFAULTS: dict[Stage, StageDefaults] = {
 }
 
 
+def _default_augment() -> AugmentConfig:
+    """The default training augmentations."""
+    from cnnmrf.data.dataset import AugmentConfig
+
+    return AugmentConfig()
+
+
 @dataclass
 class TrainConfig:
     """Everything that shapes a training run (saved in every checkpoint, choices as plain strings).
@@ -95,7 +105,7 @@ class TrainConfig:
     device: Device = Device.auto  # auto, cpu or cuda
     precision: Precision = Precision.auto  # detector arithmetic: bf16 where native (AMX, AVX512-BF16, CUDA), else fp32
     max_steps_per_epoch: int = 0  # cut epochs short (0: full epochs); for smoke tests
-    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training augmentations
+    augment: AugmentConfig = field(default_factory=_default_augment)  # training augmentations
 
     def __post_init__(self) -> None:
         self.stage = _choice(Stage, self.stage, "stage")
