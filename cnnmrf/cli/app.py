@@ -1,10 +1,10 @@
-"""The Typer application: the top-level ``--debug`` flag and the six commands, each in its own module."""
+"""The Typer application: the top-level ``--debug`` flag and the commands, each in its own module."""
 
 from __future__ import annotations
 
 import typer
 
-from cnnmrf.cli import evaluate, predict, preprocess, train
+from cnnmrf.cli import calibrate, evaluate, predict, preprocess, train
 from cnnmrf.cli.console import debug_mode, guarded
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command("train-mrf")(guarded(train.train_mrf))
 app.command("train-joint")(guarded(train.train_joint))
 app.command("evaluate")(guarded(evaluate.evaluate))
 app.command("predict")(guarded(predict.predict))
+app.command("calibrate")(guarded(calibrate.calibrate))
 
 
 def main() -> None:

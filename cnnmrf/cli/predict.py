@@ -1,4 +1,4 @@
-"""`cnnmrf predict`: find the joints of the person in photos; the command's inputs, `--box` and output files."""
+"""`cnnmrf predict`: find the people in photos and their joints; the command's inputs, `--box` and output files."""
 
 from __future__ import annotations
 
@@ -6,21 +6,27 @@ import glob
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
-from rich.table import Table
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console, fail, plain
-from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, Force, PrecisionOpt
+from cnnmrf.cli.console import console, fail, plain, progress_bar
+from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, PrecisionOpt
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.files import output_folder
-from cnnmrf.inference.photos import PosePrediction, PosePredictor, save_prediction
 from cnnmrf.interrupts import check_interrupted
 from cnnmrf.joints import JOINT_NAMES
+
+if TYPE_CHECKING:  # for annotations only: numpy and torch are imported when the command runs
+    import numpy as np
+    from rich.table import Table
+
+    from cnnmrf.inference.outputs import ImagePrediction, Person
+    from cnnmrf.inference.photos import PosePredictor
+
+SOURCE_LABELS = {"given": "given box", "scan": "found by the scan", "face": "found from a face"}
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -74,6 +80,8 @@ def parse_box(text: str) -> np.ndarray:
     Raises:
         CnnmrfError: not four numbers, or not ``x1 < x2`` and ``y1 < y2``.
     """
+    import numpy as np
+
     try:
         box = np.array([float(v) for v in text.split(",")], dtype=np.float64)
     except ValueError:
@@ -90,38 +98,28 @@ def output_paths(out: Path, stem: str) -> tuple[Path, Path]:
     return out / f"{stem}.json", out / f"{stem}_pose.png"
 
 
-def check_outputs_free(paths: Sequence[Path], force: bool) -> None:
-    """Refuse to overwrite existing outputs without ``force``.
-
-    Raises:
-        CnnmrfError: one of ``paths`` exists and not ``force``.
-    """
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise CnnmrfError(f"{' and '.join(existing)} already exist(s); pass --force to overwrite")
-
-
 def predict_to_files(
-    predictor: PosePredictor, path: Path, box: np.ndarray | None, out: Path, stem: str, force: bool = False
-) -> tuple[PosePrediction, tuple[Path, Path]]:
-    """Predict one image file and write ``out/<stem>.json`` and ``out/<stem>_pose.png`` (skeleton, full resolution).
+    predictor: PosePredictor, path: Path, box: np.ndarray | None, out: Path, stem: str
+) -> tuple[ImagePrediction, tuple[Path, Path]]:
+    """Predict one image file and write ``out/<stem>.json`` and ``out/<stem>_pose.png`` (skeletons, full resolution),
+    replacing earlier ones (predictions are derived outputs).
 
     Args:
         predictor: the loaded model.
         path: the image file.
-        box: torso box in original pixels, or None to search for the person.
+        box: torso box in original pixels, or None to search for people.
         out: output folder.
         stem: output name stem (see :func:`output_stems`).
-        force: overwrite existing outputs.
 
     Returns:
         The prediction and the two files written.
 
     Raises:
-        CnnmrfError: existing outputs without ``force``, or a bad image or box (see :meth:`PosePredictor.predict_file`).
+        CnnmrfError: a bad image or box (see :meth:`PosePredictor.predict_file`), or outputs that cannot be written.
     """
+    from cnnmrf.inference.outputs import save_prediction
+
     files = output_paths(Path(out), stem)
-    check_outputs_free(files, force)
     prediction, image = predictor.predict_file(path, box, full_resolution=True)
     save_prediction(prediction, image, *files)
     return prediction, files
@@ -132,71 +130,126 @@ def predict(
         list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
     ],
     checkpoint: CheckpointOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <name>.json and <name>_pose.png.")] = Path(
-        "predictions"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for <name>.json and <name>_pose.png (a new run replaces an image's earlier ones).",
+        ),
+    ] = Path("predictions"),
     box: Annotated[
         str | None,
         typer.Option(
-            help="The person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), "
-            "for every image; default: search for the person."
+            help="One person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), for every image; "
+            "default: search for people."
         ),
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="Report searched people whose calibrated person score (a probability) is at least this; "
+            "default: the checkpoint's, chosen on validation frames (0.5 where it has none).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    max_people: Annotated[
+        int | None, typer.Option(help="At most this many people per image, likeliest first; default: all.", min=1)
     ] = None,
     json_lines: Annotated[
         bool,
         typer.Option("--json", help="Print one JSON document per image and line (JSON Lines) instead of the tables."),
     ] = False,
-    no_mrf: Annotated[bool, typer.Option("--no-mrf", help="Detector alone even if the checkpoint has an MRF.")] = False,
+    no_mrf: Annotated[
+        bool, typer.Option("--no-mrf", help="Report the detector's joints even if the checkpoint has an MRF.")
+    ] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
-    force: Force = False,
 ) -> None:
-    """Predict the 10 upper-body joints of the (one) person in each image; write JSON and a drawn skeleton.
+    """Find the people in each image and their 10 upper-body joints; write JSON and the drawn skeletons.
 
-    Exits 1 if any image failed (each failure is one error line; the other images are still processed).
+    Each image gives OUT/<name>.json (docs/prediction-format.md) and OUT/<name>_pose.png; running the command again
+    replaces them. An image with nobody in it is an answer ("people": []), not a failure. Exits 1 if any image failed
+    (each failure is one error line; the other images are still processed).
     """
+    from cnnmrf.inference.photos import PosePredictor  # torch: loaded when the command runs
+
     torso_box = parse_box(box) if box is not None else None
     predictor = PosePredictor.from_checkpoint(
-        checkpoint or default_checkpoint(), device.value, precision, use_spatial=not no_mrf, flip_test=flip_test
+        checkpoint or default_checkpoint(),
+        device.value,
+        precision,
+        use_spatial=not no_mrf,
+        flip_test=flip_test,
+        min_score=min_score,
+        max_people=max_people,
     )
+    if predictor.calibration is None and torso_box is None:
+        console.print(
+            "note: this checkpoint is not calibrated (`cnnmrf calibrate`): scores are null and only the best "
+            "candidate per image is reported",
+            soft_wrap=True,
+        )
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:
         fail(problem)
-    failed, done = len(problems), 0
-    with output_folder(out, "predict"):  # checked before any work, and held: two runs never mix their outputs
-        for path, stem in zip(paths, output_stems(paths)):
+    failed, done, people = len(problems), 0, 0
+    many = len(paths) > 1 and not json_lines
+    with output_folder(out, "predict"), progress_bar("predict", transient=True, show_rate=True) as on_progress:
+        # the folder is checked before any work, and held: two runs never mix their outputs
+        for count, (path, stem) in enumerate(zip(paths, output_stems(paths))):
             check_interrupted()
             try:
-                prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
+                prediction, files = predict_to_files(predictor, path, torso_box, out, stem)
             except CnnmrfError as err:
                 fail(f"{path}: {err}")
                 failed += 1
                 continue
+            finally:
+                if many:
+                    on_progress(count + 1, len(paths))
             done += 1
+            people += len(prediction.people)
             if json_lines:
                 console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
             else:
                 console.print(_summary(prediction, files), soft_wrap=True)
-                console.print(_joint_table(prediction))
-        if not json_lines:
-            console.print(f"{done} image(s) done, {failed} failed; outputs in {plain(out)}", soft_wrap=True)
-        if failed:
-            raise typer.Exit(1)
+                if not many:
+                    for number, person in enumerate(prediction.people, 1):
+                        console.print(_joint_table(person, number))
+    if not json_lines:
+        console.print(
+            f"{done + failed} image(s): {people} people found in {done}, {failed} failed; outputs in {plain(out)}",
+            soft_wrap=True,
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
-def _summary(prediction: PosePrediction, files: tuple[Path, Path]) -> str:
-    """One line: the image, where its torso box came from, and the files written."""
-    box = ",".join(f"{v:.0f}" for v in prediction.box)
-    source = "given" if prediction.box_source == "given" else f"found by search, score {prediction.search_score:.2f}"
-    return f"[bold]{plain(prediction.file)}[/]: torso box {box} ({source}) -> {plain(files[0])}, {plain(files[1])}"
+def _summary(prediction: ImagePrediction, files: tuple[Path, Path]) -> str:
+    """One line: the image, the people found (score, where their torso box came from) and the files written."""
+    if not prediction.people:
+        found = "no person found"
+    else:
+        found = ", ".join(
+            f"{'person' if len(prediction.people) == 1 else f'#{n}'} "
+            f"{'' if p.score is None else f'score {p.score:.2f} '}({SOURCE_LABELS[p.source]})"
+            for n, p in enumerate(prediction.people, 1)
+        )
+    return f"[bold]{plain(prediction.file)}[/]: {found} -> {plain(files[0])}, {plain(files[1])}"
 
 
-def _joint_table(prediction: PosePrediction) -> Table:
-    """Rich table of one prediction's joints (x, y, score) in original-image pixels."""
-    table = Table()
+def _joint_table(person: Person, number: int) -> Table:
+    """Rich table of one person's joints (x, y, calibrated score) in original-image pixels."""
+    from rich.table import Table
+
+    box = ",".join(f"{v:.0f}" for v in person.box)
+    table = Table(title=f"person {number}, torso box {box}", title_justify="left")
     for name in ("joint", "x", "y", "score"):
         table.add_column(name, justify="left" if name == "joint" else "right")
-    for name, (x, y), score in zip(JOINT_NAMES, prediction.joints, prediction.scores):
-        table.add_row(name, f"{x:.1f}", f"{y:.1f}", f"{score:.2f}")
+    scores = person.joint_scores if person.joint_scores is not None else [None] * len(JOINT_NAMES)
+    for name, (x, y), score in zip(JOINT_NAMES, person.joints, scores):
+        table.add_row(name, f"{x:.1f}", f"{y:.1f}", "-" if score is None else f"{score:.2f}")
     return table

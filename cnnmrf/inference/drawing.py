@@ -24,15 +24,22 @@ LIMB_SIDES: tuple[str, ...] = tuple(_limb_side(a, b) for a, b in SKELETON)
 
 
 def draw_pose(image: Image.Image, joints: np.ndarray) -> Image.Image:
-    """A copy of the image with the skeleton drawn: limbs coloured by side, a dot on every joint.
+    """A copy of the image with each person's skeleton drawn: limbs coloured by side, a dot on every joint.
 
     Args:
         image: the RGB image at original resolution.
-        joints: (K, 2) joints in its pixels.
+        joints: (K, 2) one person's joints or (P, K, 2) several people's, in its pixels (P = 0: the image alone).
     """
     out = image.convert("RGB")  # a copy
     draw = ImageDraw.Draw(out)
-    width = max(2, round(max(out.size) / 200))  # line thickness grows with the image
+    for person in np.asarray(joints, dtype=np.float64).reshape(-1, len(JOINT_NAMES), 2):  # (K, 2) each
+        _draw_skeleton(draw, person, max(out.size))
+    return out
+
+
+def _draw_skeleton(draw: ImageDraw.ImageDraw, joints: np.ndarray, image_side: int) -> None:
+    """Draw one (K, 2) skeleton; lines grow with the image's longer side."""
+    width = max(2, round(image_side / 200))  # line thickness grows with the image
     radius = 1.6 * width
     finite = np.isfinite(joints).all(axis=-1)  # (K,)
     limbs = [
@@ -47,4 +54,3 @@ def draw_pose(image: Image.Image, joints: np.ndarray) -> Image.Image:
     for (x, y), side, ok in zip(joints.tolist(), JOINT_SIDES, finite):
         if ok:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=SIDE_COLOURS[side], outline=(0, 0, 0))
-    return out

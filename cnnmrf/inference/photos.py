@@ -1,9 +1,8 @@
-"""Pose on photos: decode, take the given torso box or search for the person, crop, run the model, save the result."""
+"""People in photos: decode, take the given torso box or search for people, verify and score them, save the result."""
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +18,18 @@ from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.files import atomic_write_files
-from cnnmrf.inference.crops import Joints, final_joints, predict_crops
-from cnnmrf.inference.drawing import draw_pose
-from cnnmrf.inference.search import PersonHypothesis, SearchConfig, box_from_joints, find_person
-from cnnmrf.joints import JOINT_NAMES
-from cnnmrf.models.checkpoint import load_pose
+from cnnmrf.inference.calibration import Calibration, person_features
+from cnnmrf.inference.crops import DETECTOR, SPATIAL, Joints, final_joints, predict_crops
+from cnnmrf.inference.faces import FaceGeometry, detect_faces, face_proposals
+from cnnmrf.inference.outputs import ImagePrediction, Person
+from cnnmrf.inference.search import (
+    Proposal,
+    SearchConfig,
+    box_from_joints,
+    non_maximum_suppression,
+    scan_proposals,
+)
+from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from cnnmrf.models.pose import PoseModel
 
 
@@ -82,75 +87,133 @@ def load_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, flo
 
 
 @dataclass
-class PosePrediction:
-    """Joints of the person in one photo, in original-image pixels."""
+class Candidates:
+    """Torso boxes of a batch of photos that may hold people, each predicted by the full model."""
 
-    file: str
-    image_size: tuple[int, int]  # (width, height) of the original image
-    box: np.ndarray  # (4,) torso box x1, y1, x2, y2
-    box_source: str  # "given" (--box) or "search"
-    joints: np.ndarray  # (K, 2) (x, y), clipped to the image
-    scores: np.ndarray  # (K,) peak score of each joint's map (logit or log-belief; higher is better)
-    search_score: float | None = None  # the person search's hypothesis score
+    owner: np.ndarray  # (N,) the photo each candidate belongs to
+    proposals: list[Proposal]  # where each came from (its box before re-fitting)
+    boxes: np.ndarray  # (N, 4) the final (re-fitted) torso boxes, original pixels
+    sets: dict[str, Joints]  # per model output ("detector", "spatial"): (N, K, 2) joints and (N, K) peak scores
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form: file, image_size, box, box_source, search_score, joints {name: [x, y]}, scores {name: s}."""
-        return {
-            "file": self.file,
-            "image_size": list(self.image_size),
-            "box": [round(float(v), 2) for v in self.box],
-            "box_source": self.box_source,
-            "search_score": None if self.search_score is None else round(self.search_score, 4),
-            "joints": {n: [round(float(x), 2), round(float(y), 2)] for n, (x, y) in zip(JOINT_NAMES, self.joints)},
-            "scores": {n: round(float(s), 4) for n, s in zip(JOINT_NAMES, self.scores)},
-        }
+    def features(self) -> np.ndarray:
+        """(N, F) :func:`person_features` (without a spatial model the detector's output stands in for it)."""
+        detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
+        return person_features(detector.joints, detector.scores, spatial.joints, spatial.scores, self.boxes)
 
 
 @dataclass
 class PosePredictor:
-    """A loaded pose model with its crop geometry, ready to run on photos."""
+    """A loaded pose model with its crop geometry and calibration, ready to find people in photos."""
 
     model: PoseModel
     preprocess: PreprocessConfig
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    use_spatial: bool = True  # run the spatial model (if the model has one)
+    use_spatial: bool = True  # report the spatial model's joints (if the model has one), else the detector's
     flip_test: bool = False  # average with the mirrored crop
     search: SearchConfig = field(default_factory=SearchConfig)
     dtype: torch.dtype = torch.float32  # the detector's arithmetic: float32 or bfloat16 (autocast)
+    calibration: Calibration | None = None  # person and joint score maps (None: raw scores, the best proposal only)
+    min_score: float | None = None  # people below this P(person) are dropped (None: the calibration's default)
+    max_people: int | None = None  # at most this many people per photo (None: all above min_score)
+    face_geometry: FaceGeometry | None = None  # face -> torso box for face proposals (None: no face proposals)
 
     @classmethod
     def from_checkpoint(
         cls, path: Path, device: str = "auto", precision: Precision | str = Precision.auto, **options: Any
     ) -> PosePredictor:
-        """Load a checkpoint (its model and crop geometry) onto ``device``; ``options`` set the other fields.
+        """Load a checkpoint (its model, crop geometry and calibration) onto ``device``; ``options`` set the other
+        fields.
 
         Raises:
-            CnnmrfError: missing or foreign checkpoint, or one without crop geometry.
+            CnnmrfError: missing or foreign checkpoint, one without crop geometry, or a malformed calibration.
         """
-        model, prep = load_pose(path)
+        state = load_checkpoint(path)
+        prep = preprocess_from_checkpoint(state, Path(path))
+        model = model_from_checkpoint(state).eval()
+        calibration = None
+        if state.get("calibration") is not None:
+            try:
+                calibration = Calibration.from_dict(state["calibration"])
+            except ValueError as err:
+                raise CnnmrfError(f"checkpoint {path}: {err}; run `cnnmrf calibrate` again") from err
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev).dtype
-        return cls(model.to(dev), prep, dev, dtype=dtype, **options)
+        faces = None if calibration is None else calibration.faces
+        return cls(model.to(dev), prep, dev, dtype=dtype, calibration=calibration, face_geometry=faces, **options)
 
     @property
     def torso_px(self) -> float:
         """Torso-box height in model-input pixels the model was trained on."""
         return self.preprocess.input_size / self.preprocess.crop_scale
 
-    def find_person(self, image: Image.Image, decode_factor: float = 1.0) -> PersonHypothesis:
-        """The best person hypothesis in a photo (see :func:`find_person`)."""
+    @property
+    def threshold(self) -> float:
+        """The P(person) below which searched people are dropped."""
+        if self.min_score is not None:
+            return self.min_score
+        return self.calibration.min_score if self.calibration is not None else 0.0
+
+    def propose(self, image: Image.Image, decode_factor: float = 1.0) -> list[Proposal]:
+        """Torso-box proposals in a photo: the detector's scan and (with a face geometry, from a calibrated checkpoint)
+        faces, the overlapping ones dropped, at most ``search.max_proposals``, faces first, then by scan score."""
         with autocast(self.device, self.dtype):
-            return find_person(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
+            found = scan_proposals(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
+        if self.search.faces and self.face_geometry is not None:
+            found = face_proposals(detect_faces(image, decode_factor), self.face_geometry) + found
+        if not found:
+            return []
+        priority = np.array([(p.source == "face", p.score) for p in found], dtype=[("face", bool), ("s", float)])
+        order = np.argsort(priority, order=("face", "s"))[::-1]  # faces first (largest first), then scan score
+        ranked = [found[i] for i in order]
+        kept = non_maximum_suppression(
+            np.stack([p.box for p in ranked]), -np.arange(len(ranked), dtype=np.float64), self.search.proposal_overlap
+        )
+        return [ranked[i] for i in kept[: self.search.max_proposals]]
+
+    def candidates(self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray | None]) -> Candidates:
+        """Every torso box worth verifying in a batch of photos, predicted by the full model.
+
+        Where no box is given, every :meth:`propose` box goes through the full model, is re-fitted to its predicted
+        torso (:func:`box_from_joints`) and predicted again ``search.refine_steps`` times. A given box is predicted
+        as it is.
+
+        Raises:
+            CnnmrfError: a given box lies outside its image.
+        """
+        sizes = [(round(im.size[0] * f), round(im.size[1] * f)) for im, f in images]
+        owner: list[int] = []  # the image each candidate box belongs to
+        proposals: list[Proposal] = []
+        for i, ((image, factor), box) in enumerate(zip(images, boxes, strict=True)):
+            if box is None:
+                found = self.propose(image, factor)
+            else:
+                check_box(box, sizes[i])
+                found = [Proposal(np.asarray(box, dtype=np.float64), 0.0, "given")]
+            proposals += found
+            owner += [i] * len(found)
+        current = [p.box for p in proposals]  # (4,) each, original pixels
+        sets = self._predict_boxes([images[i] for i in owner], current)
+        searched = [c for c, p in enumerate(proposals) if p.source != "given"]
+        for _ in range(self.search.refine_steps if searched else 0):
+            # The proposals' scale and position are coarse: re-fit each box to its predicted torso, predict again.
+            for c in searched:
+                current[c] = box_from_joints(final_joints(sets).joints[c], current[c], sizes[owner[c]])
+            again = self._predict_boxes([images[owner[c]] for c in searched], [current[c] for c in searched])
+            for name, joints in again.items():
+                sets[name].joints[searched], sets[name].scores[searched] = joints.joints, joints.scores
+        return Candidates(np.array(owner, dtype=np.int64), proposals, np.array(current).reshape(-1, 4), sets)
 
     def predict_images(
         self,
         images: Sequence[tuple[Image.Image, float]],
         boxes: Sequence[np.ndarray | None],
         files: Sequence[str] | None = None,
-    ) -> list[PosePrediction]:
-        """Predict a batch of photos: search a person where no box is given, one forward pass over the crops, then
-        for searched photos re-fit the box to the predicted torso (:func:`box_from_joints`) and predict again,
-        ``search.refine_steps`` times.
+    ) -> list[ImagePrediction]:
+        """Find the people in a batch of photos, or predict the one person in each given torso box.
+
+        The :meth:`candidates` are scored (calibrated P(person)) and, per photo, merged by non-maximum suppression,
+        kept above :attr:`threshold` and cut to ``max_people``. A given box always gives its one person (scored, never
+        dropped).
 
         Args:
             images: (image, decode factor) pairs from :func:`load_image`.
@@ -161,38 +224,54 @@ class PosePredictor:
             CnnmrfError: a given box lies outside its image.
         """
         files = list(files) if files is not None else [""] * len(images)
-        hypotheses: list[PersonHypothesis | None] = []
-        current: list[np.ndarray] = []  # the torso box of each image, (4,) original pixels
-        sizes: list[tuple[int, int]] = []
-        for (image, factor), box in zip(images, boxes, strict=True):
-            original = (round(image.size[0] * factor), round(image.size[1] * factor))
-            sizes.append(original)
-            if box is None:
-                hypotheses.append(self.find_person(image, factor))
-                current.append(hypotheses[-1].box)
-            else:
-                check_box(box, original)
-                hypotheses.append(None)
-                current.append(np.asarray(box, dtype=np.float64))
-        final = self._predict_boxes(images, current)
-        searched = [i for i, hyp in enumerate(hypotheses) if hyp is not None]
-        for _ in range(self.search.refine_steps if searched else 0):
-            # The search's scale and position are coarse: re-fit each found box to its predicted torso, predict again.
-            for i in searched:
-                current[i] = box_from_joints(final.joints[i], current[i], sizes[i])
-            again = self._predict_boxes([images[i] for i in searched], [current[i] for i in searched])
-            final.joints[searched], final.scores[searched] = again.joints, again.scores
-        limits = np.array(sizes, dtype=np.float64)[:, None, :] - 1  # (B, 1, 2)
-        joints = np.clip(final.joints, 0, np.maximum(limits, 0))  # (B, K, 2)
-        return [
-            PosePrediction(
-                file, original, box, "given" if hyp is None else "search", j, s, None if hyp is None else hyp.score
-            )
-            for file, original, box, hyp, j, s in zip(files, sizes, current, hypotheses, joints, final.scores)
-        ]
+        sizes = [(round(im.size[0] * f), round(im.size[1] * f)) for im, f in images]
+        found = self.candidates(images, boxes)
+        people = self._people(found, sizes)
+        return [ImagePrediction(file, size, people[i]) for i, (file, size) in enumerate(zip(files, sizes))]
 
-    def _predict_boxes(self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray]) -> Joints:
-        """Crop each image around its torso box and run the model on all crops in one batch."""
+    def person_scores(self, found: Candidates) -> np.ndarray | None:
+        """(N,) calibrated P(person) of each candidate, or None without calibration."""
+        if self.calibration is None or not found.proposals:
+            return None
+        return self.calibration.person.probability(found.features())
+
+    def _people(self, found: Candidates, sizes: list[tuple[int, int]]) -> list[list[Person]]:
+        """Score the candidates, then per image: NMS, threshold, ``max_people``."""
+        people: list[list[Person]] = [[] for _ in sizes]
+        if not found.proposals:
+            return people
+        reported_name = SPATIAL if self.use_spatial and SPATIAL in found.sets else DETECTOR
+        reported = found.sets[reported_name]
+        score = self.person_scores(found)  # (N,) or None
+        joint_map = None if self.calibration is None else self.calibration.joints.get(reported_name)
+        joint_scores = None if joint_map is None else joint_map.probability(reported.scores)  # (N, K)
+        rank = score if score is not None else reported.scores.mean(axis=-1)  # (N,) uncalibrated: mean peak
+        for i, size in enumerate(sizes):
+            mine = np.flatnonzero(found.owner == i)
+            if len(mine) == 0:
+                continue
+            kept = mine[non_maximum_suppression(found.boxes[mine], rank[mine], self.search.person_overlap)]
+            if found.proposals[mine[0]].source != "given":
+                # searched: keep the likely people; uncalibrated, only the best (its score has no meaning)
+                kept = kept[score[kept] >= self.threshold] if score is not None else kept[:1]
+            limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
+            people[i] = [
+                Person(
+                    found.boxes[c],
+                    found.proposals[c].source,
+                    np.clip(reported.joints[c], 0, limit),
+                    reported.scores[c],
+                    None if score is None else float(score[c]),
+                    None if joint_scores is None else joint_scores[c],
+                )
+                for c in kept[: self.max_people]
+            ]
+        return people
+
+    def _predict_boxes(
+        self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray]
+    ) -> dict[str, Joints]:
+        """Crop each image around its torso box and run the full model on all crops in one batch (both outputs)."""
         size = self.preprocess.input_size
         crops, transforms = [], []
         for (image, factor), box in zip(images, boxes, strict=True):
@@ -200,32 +279,33 @@ class PosePredictor:
             source, source_factor = _prefiltered(image, factor, transform[0, 0])
             crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
             transforms.append(transform)
-        sets = predict_crops(
+        if not crops:
+            return {}
+        return predict_crops(
             self.model,
             np.stack(crops),
             np.stack(transforms),
             self.device,
-            use_spatial=self.use_spatial,
+            use_spatial=True,
             flip_test=self.flip_test,
             decoder=Decoder(sigma=self.preprocess.heatmap_sigma),
             dtype=self.dtype,
         )
-        return final_joints(sets)
 
     def predict_image(
         self, image: Image.Image, decode_factor: float = 1.0, box: np.ndarray | None = None, file: str = ""
-    ) -> PosePrediction:
+    ) -> ImagePrediction:
         """Predict one decoded photo (person search unless ``box`` is given)."""
         return self.predict_images([(image, decode_factor)], [box], [file])[0]
 
     def predict_file(
         self, path: Path, box: np.ndarray | None = None, full_resolution: bool = False
-    ) -> tuple[PosePrediction, Image.Image]:
+    ) -> tuple[ImagePrediction, Image.Image]:
         """Predict one image file: read, decode (JPEGs only as finely as the model needs), search or crop, predict.
 
         Args:
             path: image file (any format PIL reads).
-            box: torso box in original pixels, or None to search for the person.
+            box: torso box in original pixels, or None to search for people.
             full_resolution: decode at full size (for drawing) even when a smaller decode would do.
 
         Returns:
@@ -250,27 +330,3 @@ def _prefiltered(image: Image.Image, factor: float, scale: float) -> tuple[Image
     does for the training crops), so the bilinear crop does not alias. Returns the image and its decode factor."""
     n = int(1.0 / (scale * factor)) if scale * factor < 0.5 else 1  # decoded pixels per model-input pixel
     return (image.reduce(n), factor * n) if n >= 2 else (image, factor)
-
-
-def save_prediction(prediction: PosePrediction, image: Image.Image, json_path: Path, png_path: Path) -> None:
-    """Write the prediction as JSON (:meth:`PosePrediction.to_dict`) and the photo with its skeleton drawn as PNG, as
-    one consistent pair: both are made in memory, then written together (:func:`cnnmrf.files.atomic_write_files`).
-
-    Args:
-        prediction: the prediction.
-        image: the photo, at original resolution (decode factor 1).
-        json_path: the JSON file to write (its folder is created).
-        png_path: the PNG file to write.
-
-    Raises:
-        CnnmrfError: the prediction is not finite (a damaged model), or the files cannot be written (disk full).
-    """
-    try:
-        document = json.dumps(prediction.to_dict(), indent=1, allow_nan=False) + "\n"
-    except ValueError as err:
-        raise CnnmrfError(
-            "the model predicted non-finite joints (NaN or infinity); is the checkpoint damaged?"
-        ) from err
-    buffer = io.BytesIO()
-    draw_pose(image, prediction.joints).save(buffer, format="PNG")
-    atomic_write_files({png_path: buffer.getvalue(), json_path: document.encode()})

@@ -1,25 +1,23 @@
-"""Person search: find the torso box of the best-scoring person in a photo by scanning it with the part detector.
+"""Person search: torso-box proposals in a photo from a multi-scale scan with the part detector, and box overlap/NMS.
 
-Used when no torso box is given. The part detector is fully convolutional, so it scans the whole
-photo resized at a few scales, each chosen so that one plausible torso height (``SearchConfig.min_fraction`` to
-``max_fraction`` of the image height, geometrically spaced) becomes the torso height the model was trained on,
-``input_size / crop_scale`` model-input pixels. At every scale and position a person hypothesis scores the torso
-channel's logit plus the mean, over the other joints, of each joint's best logit within ``context`` torso heights
-(a max-pool), so a torso-like blob without arms, head and hips nearby scores low. The best (scale, position) over all
-scales gives the torso box: centred on the (sub-pixel refined) peak, as tall as the training torso height at that
-scale (2:3 wide). The crop around that box then goes through the full model exactly as with a given ``--box``; the
-box is then re-fitted to the predicted torso (centred on the ``torso`` joint, as tall as the shoulder-to-hip
-distance) and the crop predicted again, ``SearchConfig.refine_steps`` times, which corrects the search's coarse scale.
+Used when no torso box is given. The part detector is fully convolutional, so it scans the whole photo resized at a
+few scales, each chosen so that one plausible torso height (``SearchConfig.min_fraction`` to ``max_fraction`` of the
+image height, geometrically spaced) becomes the torso height the model was trained on, ``input_size / crop_scale``
+model-input pixels. At every scale and position a person hypothesis scores the torso channel's logit plus the mean,
+over the other joints, of each joint's best logit within ``context`` torso heights (a max-pool), so a torso-like blob
+without arms, head and hips nearby scores low. The best local maxima of that score map at each scale become
+proposals: a torso box centred on the (sub-pixel refined) peak, as tall as the training torso height at that scale
+(2:3 wide). Proposals from this scan and from faces (:mod:`cnnmrf.inference.faces`) are then verified by the full
+model (:mod:`cnnmrf.inference.photos`); :func:`box_from_joints` re-fits a box to the predicted torso.
 
-Limits: one person per image (the best-scoring one); an upper-body model, as FLIC's (people seen from roughly hip
-level up); torso sizes outside the searched range, strong rotations and crowded frames are missed or confused; the
-scale is only known to the search's step (about +-16%, within the training augmentation's +-25%); it works best when
-the person fills a good part of the frame, as in FLIC's movie stills.
+Limits: an upper-body model, as FLIC's (people seen from roughly hip level up); torso sizes outside the searched range
+and strong rotations are missed; the scale is only known to the search's step (about +-17%), which the re-fit corrects.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,33 +25,40 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnmrf.data.geometry import heatmap_to_input
-from cnnmrf.data.heatmaps import decode_heatmaps
 from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 from cnnmrf.models.detector import PartDetector
 
 TORSO = JOINT_NAMES.index("torso")
 BOX_ASPECT = 2.0 / 3.0  # FLIC torso boxes: width / height
+Source = Literal["scan", "face", "given"]  # where a torso box came from
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Where and how finely the person search looks (see the module docstring)."""
+    """Where and how finely the person search looks, and how its proposals are pruned (see the module docstring)."""
 
-    # Training's +-25% scale augmentation stretches the range covered to about 0.2..1.0 of the image height. Each
-    # extra scale, or a smaller min_fraction, costs time: the detector's work grows as 1 / min_fraction^2.
-    min_fraction: float = 0.25  # smallest torso height searched, as a fraction of the image height
-    max_fraction: float = 0.8  # largest torso height searched, as a fraction of the image height
-    num_scales: int = 5  # geometrically spaced torso heights between the two (steps of 1.34x)
+    # FLIC test torsos are 0.17-0.45 of the frame height; a portrait's reaches ~0.9. Training's +-25% scale
+    # augmentation covers the gaps between scales. The scan's work grows as 1 / min_fraction^2.
+    min_fraction: float = 0.16  # smallest torso height searched, as a fraction of the image height
+    max_fraction: float = 0.9  # largest torso height searched, as a fraction of the image height
+    num_scales: int = 6  # geometrically spaced torso heights between the two (steps of 1.41x)
     context: float = 1.2  # radius, in torso heights, in which the other joints support a torso hypothesis
-    refine_steps: int = 2  # times the found box is re-fitted to the predicted shoulders and hips, then re-predicted
+    peaks_per_scale: int = 2  # local maxima of each scale's score map kept as proposals
+    faces: bool = True  # also propose a torso box below each face found (needs a checkpoint's face geometry)
+    max_proposals: int = 4  # proposals verified by the full model per photo (the best by scan score, faces first)
+    proposal_overlap: float = 0.5  # proposals overlapping a better one more than this (IoU) are dropped unverified
+    refine_steps: int = 1  # times each proposal's box is re-fitted to its predicted torso and predicted again
+    person_overlap: float = 0.3  # verified people overlapping a more likely one more than this (IoU) are merged
 
 
 @dataclass
-class PersonHypothesis:
-    """The best person found: ``box`` (4,) torso box in original pixels, and its ``score``."""
+class Proposal:
+    """A torso box where a person may be: ``box`` (4,) x1, y1, x2, y2 in original pixels, its ``score`` (higher is
+    likelier; scan score or face-detector order) and its ``source``."""
 
     box: np.ndarray
     score: float
+    source: Source
 
 
 def torso_box(cx: float, cy: float, height: float) -> np.ndarray:
@@ -80,6 +85,34 @@ def box_from_joints(
     return torso_box(*centre, height)
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box in ``a`` with every box in ``b``.
+
+    Shapes: a (N, 4), b (M, 4) as x1, y1, x2, y2 -> (N, M).
+    """
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])  # (N, M, 2)
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)  # (N, M)
+    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=-1), np.prod(b[:, 2:] - b[:, :2], axis=-1)  # (N,), (M,)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
+    """Greedy NMS: visit boxes best score first, keep one unless it overlaps an already kept box more than
+    ``overlap`` (IoU).
+
+    Shapes: boxes (N, 4), scores (N,) -> kept indices (M,), best first.
+    """
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    iou = box_iou(boxes, boxes)  # (N, N)
+    kept: list[int] = []
+    for i in order:
+        if all(iou[i, j] <= overlap for j in kept):
+            kept.append(int(i))
+    return np.array(kept, dtype=np.int64)
+
+
 def search_heights(image_height: float, config: SearchConfig) -> np.ndarray:
     """(num_scales,) torso heights searched, in original pixels, smallest first."""
     return np.geomspace(config.min_fraction * image_height, config.max_fraction * image_height, config.num_scales)
@@ -97,51 +130,78 @@ def person_score_map(logits: torch.Tensor, radius: int, torso: int = TORSO) -> t
     return logits[torso] + support.mean(dim=0)  # (H, W)
 
 
+def local_peaks(scores: torch.Tensor, count: int, radius: int) -> torch.Tensor:
+    """Up to ``count`` local maxima of a score map, best first: cells that are the maximum of their
+    (2 * radius + 1)^2 window.
+
+    Shapes: scores (H, W) -> (M, 2) integer (x, y), M <= count.
+    """
+    window = F.max_pool2d(scores[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]  # (H, W)
+    ys, xs = torch.nonzero(scores >= window, as_tuple=True)  # (P,) each
+    best = torch.argsort(scores[ys, xs], descending=True)[:count]
+    return torch.stack([xs[best], ys[best]], dim=-1)  # (M, 2)
+
+
 @torch.no_grad()
-def find_person(
+def scan_proposals(
     detector: PartDetector,
     image: Image.Image,
     torso_px: float,
     decode_factor: float = 1.0,
     config: SearchConfig | None = None,
     device: torch.device | str = "cpu",
-) -> PersonHypothesis:
-    """Find the best-scoring person in a photo by scanning it with the part detector at several scales.
+) -> list[Proposal]:
+    """Torso-box proposals from scanning a photo with the part detector at several scales (see the module docstring).
 
     Args:
         detector: the part detector (eval mode, on ``device``).
         image: the RGB photo, decoded with ``decode_factor``.
         torso_px: torso height the model was trained on, in model-input pixels (``input_size / crop_scale``).
         decode_factor: original pixels per decoded pixel.
-        config: the searched torso sizes (default :class:`SearchConfig`).
+        config: the searched torso sizes and peaks kept (default :class:`SearchConfig`).
         device: where the detector lives.
 
     Returns:
-        The best hypothesis, box in original-image pixels.
+        ``config.peaks_per_scale`` proposals per scale (fewer where the map has fewer peaks), boxes in original pixels.
     """
     config = config or SearchConfig()
     stride = detector.config.stride
     multiple = stride * 2 ** (detector.config.num_scales - 1)  # every pyramid level must divide evenly
     radius = max(1, round(config.context * torso_px / stride))
     width, height = image.size
-    best: PersonHypothesis | None = None
+    proposals: list[Proposal] = []
     for torso_height in search_heights(height * decode_factor, config):
         factor = torso_px / torso_height * decode_factor  # decoded pixels -> resized pixels
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         resized = np.array(image.resize(size, Image.BILINEAR), dtype=np.uint8)  # (h, w, 3)
         x = torch.from_numpy(resized).to(device).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w)
         pad_h, pad_w = -size[1] % multiple, -size[0] % multiple
-        logits = detector(F.pad(x, (0, pad_w, 0, pad_h)))[0].float()  # (K, H', W')
+        x = F.pad(x, (0, pad_w, 0, pad_h)).contiguous(memory_format=torch.channels_last)  # NHWC: faster on CPUs
+        logits = detector(x)[0].float()  # (K, H', W')
         logits = logits[:, : -(-size[1] // stride), : -(-size[0] // stride)]  # (K, H, W): drop the padding
-        scores = person_score_map(logits, radius)  # (H, W)
-        (peak,), (score,) = decode_heatmaps(scores[None].cpu(), refine=True)  # (1, 2), (1,)
-        if best is None or float(score) > best.score:
-            fx, fy = size[0] / width, size[1] / height  # actual resize factors per axis
-            qx, qy = heatmap_to_input(peak.double().numpy(), stride)  # resized-image pixels
-            # resized -> decoded -> original pixels (integer pixel centres throughout)
-            # (clipped: the last heatmap cells reach a few resized pixels past the image edge)
+        scores = person_score_map(logits, radius).cpu()  # (H, W)
+        fx, fy = size[0] / width, size[1] / height  # actual resize factors per axis
+        for peak in local_peaks(scores, config.peaks_per_scale, max(1, radius // 2)):
+            px, py = (int(v) for v in peak)
+            qx, qy = heatmap_to_input(_sub_pixel(scores.numpy(), px, py), stride)  # resized-image pixels
+            # resized -> decoded -> original pixels (integer pixel centres throughout), clipped: the last heatmap
+            # cells reach a few resized pixels past the image edge
             cx = float(np.clip(decode_factor * (qx + 0.5) / fx - 0.5, 0, width * decode_factor - 1))
             cy = float(np.clip(decode_factor * (qy + 0.5) / fy - 0.5, 0, height * decode_factor - 1))
-            best = PersonHypothesis(torso_box(cx, cy, torso_px * decode_factor / fy), float(score))
-    assert best is not None
-    return best
+            score = float(scores[py, px])
+            proposals.append(Proposal(torso_box(cx, cy, torso_px * decode_factor / fy), score, "scan"))
+    return proposals
+
+
+def _sub_pixel(scores: np.ndarray, x: int, y: int) -> np.ndarray:
+    """(2,) sub-pixel (x, y) of the peak at integer (x, y) of a (H, W) map: a parabola through it and its two
+    neighbours on each axis (offset within +-0.5; none at the border)."""
+    height, width = scores.shape
+    point = np.array([x, y], dtype=np.float64)
+    for axis, (pos, size) in enumerate(((x, width), (y, height))):
+        if 0 < pos < size - 1:
+            before, here, after = (scores[y, x + d] if axis == 0 else scores[y + d, x] for d in (-1, 0, 1))
+            curvature = before - 2 * here + after
+            if curvature < 0:
+                point[axis] += float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
+    return point

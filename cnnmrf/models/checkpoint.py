@@ -19,6 +19,7 @@ from cnnmrf.models.pose import PoseConfig, PoseModel
 
 CHECKPOINT_FORMAT = "cnnmrf-checkpoint-v1"
 RECORD_KEYS = ("epoch", "best_pck", "history")  # what a training run records about itself
+CALIBRATION_KEY = "calibration"  # score calibration, added by `cnnmrf calibrate` (plain data)
 # What `evaluate` and `predict` need (an exported checkpoint holds these); training adds optimizer, scheduler, rng.
 INFERENCE_KEYS = ("model_config", "preprocess", "joint_names", "train_config", "model", *RECORD_KEYS)
 
@@ -176,5 +177,5 @@ def export_weights(source: Path, target: Path) -> None:
     state = load_checkpoint(source)
     prep = preprocess_from_checkpoint(state, Path(source))
     model = model_from_checkpoint(state)
-    records = {key: state[key] for key in RECORD_KEYS if key in state}
+    records = {key: state[key] for key in (*RECORD_KEYS, CALIBRATION_KEY) if key in state}
     save_checkpoint(target, checkpoint_state(model, prep, state.get("train_config"), **records))

@@ -1,0 +1,67 @@
+"""`cnnmrf calibrate`: fit a checkpoint's person and joint score calibration on FLIC validation frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnmrf.bundled import default_checkpoint
+from cnnmrf.cli.console import console, plain, progress_bar
+from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force
+from cnnmrf.devices import Device
+
+
+def calibrate(
+    data: DataPath,
+    flic: Annotated[
+        Path, typer.Option(help="The FLIC copy the dataset was made from (whole frames are read).", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the calibrated checkpoint.", show_default=False)
+    ],
+    checkpoint: CheckpointOpt = None,
+    val_fraction: Annotated[float, typer.Option(help="The training run's held-out share (its --val-fraction).")] = 0.1,
+    seed: Annotated[int, typer.Option(help="The training run's --seed (which drew the held-out rows).")] = 0,
+    max_frames: Annotated[int, typer.Option(help="Validation frames searched (0: all; fewer is faster).", min=0)] = 0,
+    clutter: Annotated[int, typer.Option(help="Synthetic person-free images added as negatives.", min=0)] = 40,
+    max_false_rate: Annotated[
+        float,
+        typer.Option(help="The default --min-score lets at most this share of person-free images get a person.", min=0),
+    ] = 0.03,
+    device: DeviceOpt = Device.auto,
+    force: Force = False,
+) -> None:
+    """Fit what turns the model's raw scores into probabilities (person score, joint scores, face-to-torso geometry,
+    default --min-score) on the training split's held-out frames, and write the checkpoint with it to --out.
+
+    Run it again whenever the weights change: `predict` reads the calibration from the checkpoint.
+    """
+    from cnnmrf.evaluation.calibrate import CalibrateOptions, calibrate_checkpoint  # torch: loaded when it runs
+
+    options = CalibrateOptions(val_fraction, seed, max_frames, clutter, max_false_rate)
+    checkpoint = checkpoint or default_checkpoint()
+    with progress_bar("calibrate", transient=True) as on_progress:
+        calibration = calibrate_checkpoint(
+            data,
+            flic,
+            checkpoint,
+            out,
+            options,
+            force,
+            device.value,
+            lambda stage, done, total: on_progress(done, total),
+        )
+    report = calibration.report
+    at = report["at_min_score"]
+    ece = ", ".join(f"{name} {value:.3f}" for name, value in report["joint_score_ece"].items())
+    console.print(
+        f"fitted on {report['frames']} validation frames ({report['candidates']} candidates, {report['positives']} "
+        f"people; {report['faces_matched']} faces matched) and {report['joint_rows']} crops\n"
+        f"default --min-score {calibration.min_score:.2f}: annotated people found {100 * at['people_found']:.1f}%, "
+        f"person-free images with a false person {100 * at['false_people_rate']:.1f}%, "
+        f"person-score ECE {at['person_score_ece']:.3f}; joint-score ECE {ece} (validation: in-sample)\n"
+        f"wrote {plain(out)}",
+        soft_wrap=True,
+    )
