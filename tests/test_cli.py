@@ -1,4 +1,4 @@
-"""Tests for the command line: help texts, and `cnnmrf preprocess` successes and one-line failures."""
+"""Tests for the command line: help texts, `cnnmrf preprocess` successes and one-line failures, the console script."""
 
 from __future__ import annotations
 
@@ -17,15 +17,25 @@ from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import image_name, write_tiny_flic
 from tests.helpers import assert_one_line_error, invoke, text
 
-COMMANDS = ("preprocess", "train-detector", "train-mrf", "train-joint", "evaluate", "predict")
+COMMANDS = ("preprocess", "train-detector", "train-mrf", "train-joint", "evaluate", "predict", "calibrate")
 TINY_OPTIONS = ["--input-size", "64", "--heatmap-stride", "4", "--sigma", "1.5", "--workers", "1"]
 
 
 def test_help_lists_all_commands() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in COMMANDS:
-        assert command in result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line.strip()}
+    assert listed == set(COMMANDS), result.output
+
+
+def test_predict_and_calibrate_help_document_their_options() -> None:
+    output = text(invoke("predict", "--help"))
+    for option in ("--min-score", "--max-people", "--box", "--json", "--out"):
+        assert option in output
+    assert "--force" not in output  # a new run replaces an image's outputs
+    output = text(invoke("calibrate", "--help"))
+    for option in ("--flic", "--out", "--checkpoint", "--max-frames", "--clutter", "--max-false-rate", "--force"):
+        assert option in output
 
 
 def test_no_arguments_shows_help_as_a_usage_error() -> None:
@@ -159,10 +169,19 @@ def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
     done = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["box_source"] == "given" and doc["image_size"] == [512, 512] and list(doc["joints"]) == list(JOINT_NAMES)
+    [person] = doc["people"]  # a given box: exactly one person
+    assert person["source"] == "given" and person["box"] == [142, 270, 288, 490] and doc["image_size"] == [512, 512]
+    assert list(person["joints"]) == list(JOINT_NAMES)
     assert json.loads((out / "astronaut.json").read_text()) == doc and (out / "astronaut_pose.png").is_file()
-    # an expected failure: one error line on stderr, exit status 1, no traceback
+    # a second run replaces the outputs
+    (out / "astronaut.json").write_text("{}")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((out / "astronaut.json").read_text()) == doc
+    assert "1 image(s): 1 people found in 1, 0 failed" in " ".join(done.stdout.split())
+    # an expected failure: one error line on stderr, exit status 1, no traceback
+    missing = [str(installed_script()), "predict", str(astronaut), str(out / "missing.png"), "--out", str(out)]
+    done = subprocess.run(missing, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().startswith("error:") and "--force" in done.stderr
+    assert done.stderr.strip().startswith("error:") and "missing.png: no such file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

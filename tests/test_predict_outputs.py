@@ -17,7 +17,7 @@ from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation import evaluate
 from cnnmrf.files import output_folder
-from cnnmrf.inference.photos import PosePrediction, save_prediction
+from cnnmrf.inference.outputs import ImagePrediction, Person, save_prediction
 from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
 from tests.fixtures import draw_image, tiny_annotations, tiny_model, write_tiny_checkpoint
 from tests.helpers import assert_one_line_error, invoke
@@ -62,8 +62,12 @@ def test_nan_weights_are_refused_and_a_nan_prediction_writes_nothing(photo: Path
     save_checkpoint(tmp_path / "nan.pt", checkpoint_state(model, PreprocessConfig(input_size=64)))
     result = predict(photo, tmp_path / "nan.pt", tmp_path / "out")
     assert_one_line_error(result, "nan.pt holds non-finite weights (NaN or infinity) in detector.head.2.bias")
-    nan = PosePrediction("a.jpg", (160, 120), np.zeros(4), "given", np.full((10, 2), np.nan), np.zeros(10))
+    person = Person(np.zeros(4), "given", np.full((10, 2), np.nan), np.zeros(10), None, None)
+    nan = ImagePrediction("a.jpg", (160, 120), [person])
     with pytest.raises(CnnmrfError, match="non-finite joints"):
+        save_prediction(nan, Image.open(photo), tmp_path / "out" / "a.json", tmp_path / "out" / "a_pose.png")
+    person.joints, person.score = np.zeros((10, 2)), float("nan")  # a NaN score is refused as well
+    with pytest.raises(CnnmrfError, match="non-finite"):
         save_prediction(nan, Image.open(photo), tmp_path / "out" / "a.json", tmp_path / "out" / "a_pose.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "nan.pt"]
 
@@ -78,7 +82,7 @@ def test_a_second_run_into_the_same_out_is_refused_while_the_first_runs(
     photo: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
     with output_folder(tmp_path / "out", "predict"):  # another predict, busy writing there
-        result = predict(photo, checkpoint, tmp_path / "out", "--force")
+        result = predict(photo, checkpoint, tmp_path / "out")
         assert_one_line_error(result, "is in use by another cnnmrf command")
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".cnnmrf.lock"]
     assert predict(photo, checkpoint, tmp_path / "out").exit_code == 0
@@ -95,7 +99,7 @@ def test_a_full_disk_writes_neither_file_of_a_pair(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files.os, "fsync", disk_full)
-    result = predict(photo, checkpoint, tmp_path / "out", "--force")
+    result = predict(photo, checkpoint, tmp_path / "out", "--flip-test")  # a second run replaces: other joints
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "a.jpg: cannot write" in lines[0] and "the disk is full" in lines[0]

@@ -74,6 +74,40 @@ def test_gradients_reach_parameters_and_input() -> None:
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_cached_spectra_match_a_fresh_computation_and_follow_in_place_changes() -> None:
+    model = _random_model(4, (7, 9), seed=5)
+    x = torch.randn(2, 4, 7, 9, generator=torch.Generator().manual_seed(6))
+
+    def fresh() -> torch.Tensor:
+        with torch.enable_grad():  # with gradients nothing is cached: the kernels' spectra are computed anew
+            return model(x).detach()
+
+    with torch.no_grad():
+        first = model(x)
+        spectra = model.pair_spectra(torch.float32)
+        assert model.pair_spectra(torch.float32)[0] is spectra[0]  # inference reuses them
+        torch.testing.assert_close(model(x), first, rtol=0, atol=0)
+        torch.testing.assert_close(first, fresh())
+        double = model(x.double())  # another dtype: its own spectra
+        assert double.dtype == torch.float64
+        torch.testing.assert_close(double, spatial_forward_direct(model, x.double()), rtol=1e-6, atol=1e-8)
+
+        model.pair_bias.add_(1.0)  # in place, as an optimizer step does
+        after_bias = model(x)
+        assert not torch.allclose(after_bias, first, atol=1e-3)
+        torch.testing.assert_close(after_bias, fresh())
+
+        model.pair_kernels[1, 0] += 2.0
+        after_kernel = model(x)
+        assert not torch.allclose(after_kernel, after_bias, atol=1e-3)
+        torch.testing.assert_close(after_kernel, fresh())
+        torch.testing.assert_close(model(x.double()), spatial_forward_direct(model, x.double()), rtol=1e-6, atol=1e-8)
+
+        other = _random_model(4, (7, 9), seed=7)
+        model.load_state_dict(other.state_dict())  # copies the parameters in place
+        torch.testing.assert_close(model(x), other(x))
+
+
 def test_displacement_histograms_hand_made() -> None:
     height, width = 6, 7
     joints0 = np.array([[1.0, 3.0], [2.2, 4.1], [3.0, 2.0]])  # (x, y)
