@@ -1,112 +1,103 @@
-"""Benchmark `predict`: single-image latency (file to joints) with/without the MRF or search, and crop throughput."""
+"""Benchmark `cnnmrf predict`: marginal throughput of the whole command on 512x512 photos, and where the time goes."""
 
-# Usage (from the repository root): python bench/predict.py [--checkpoint CKPT --repeats 20 --batch 32 --device cpu]
+# Usage (from the repository root): python bench/predict.py [--flic ../shared/flic/FLIC] [--repeats 3]
+# Throughput is measured as the issue defines it: the console script run on a folder of 41 photos and on 1 photo
+# (decode, search, model, drawing, writing; start-up excluded by the difference), 40 / (t41 - t1), medians of
+# --repeats runs each. The photos are 40 FLIC test frames (centre square, resized to 512x512) plus one, or, without
+# FLIC, the astronaut mirrored and shifted.
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from timing import median_seconds  # bench/timing.py, beside this script
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.data.geometry import crop_transform
-from cnnmrf.data.images import render
-from cnnmrf.devices import resolve_precision
-from cnnmrf.inference.crops import predict_crops
+from cnnmrf.inference.faces import detect_faces
+from cnnmrf.inference.outputs import save_prediction
 from cnnmrf.inference.photos import PosePredictor
+from cnnmrf.inference.search import scan_proposals
+
+
+def photos(flic: Path, count: int) -> list[Image.Image]:
+    """``count`` 512x512 photos of people: FLIC test frames if there, else variations of the astronaut."""
+    files = sorted((flic / "images").glob("*.jpg")) if (flic / "images").is_dir() else []
+    if files:
+        picked = np.random.default_rng(0).choice(len(files), count, replace=False)
+        return [ImageOps.fit(Image.open(files[i]).convert("RGB"), (512, 512)) for i in picked]
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    return [(ImageOps.mirror(astronaut) if i % 2 else astronaut).rotate(i % 7 - 3) for i in range(count)]
+
+
+def run_cli(folder: Path, out: Path, checkpoint: Path) -> float:
+    """Seconds for one `cnnmrf predict FOLDER` run in a fresh process."""
+    command = [sys.executable, "-m", "cnnmrf.cli.app", "predict", str(folder), "-c", str(checkpoint), "-o", str(out)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
 
 
 def main() -> None:
-    """Time the pipeline on skimage's astronaut (512x512 PNG) and print a final JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--flic", type=Path, default=Path(__file__).resolve().parents[2] / "shared/flic/FLIC")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled weights")
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs per single-image measurement")
-    parser.add_argument("--batch", type=int, default=32, help="crops per batch for the throughput measurement")
-    parser.add_argument("--batch-repeats", type=int, default=5, help="timed batches for the throughput")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="command runs per folder")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    from skimage import data
-
     checkpoint = args.checkpoint or default_checkpoint()
-    predictor = PosePredictor.from_checkpoint(checkpoint, args.device)
-    device = predictor.device
-    prep = predictor.preprocess
+    images = photos(args.flic, 41)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "astronaut.png"
-        Image.fromarray(data.astronaut()).save(path)
-        print(
-            f"predict on {path.name} (512x512 PNG): checkpoint {checkpoint}, {prep.input_size}px crops, "
-            f"spatial model {'yes' if predictor.model.spatial is not None else 'no'}, device {device}, "
-            f"threads {torch.get_num_threads()}, median of {args.repeats}"
-        )
-        found, image = predictor.predict_file(path)
-        box = found.box
-        timings = {}
-        predictor.use_spatial = True
-        timings["search_full"] = median_seconds(lambda: predictor.predict_file(path), 1, args.repeats, device)
-        timings["box_full"] = median_seconds(lambda: predictor.predict_file(path, box), 1, args.repeats, device)
-        timings["search_only"] = median_seconds(lambda: predictor.find_person(image), 1, args.repeats, device)
-        predictor.use_spatial = False
-        timings["search_detector"] = median_seconds(lambda: predictor.predict_file(path), 1, args.repeats, device)
-        timings["box_detector"] = median_seconds(lambda: predictor.predict_file(path, box), 1, args.repeats, device)
-        predictor.use_spatial = True
-    labels = {
-        "search_full": "file -> joints, person search + detector + MRF",
-        "search_detector": "file -> joints, person search + detector alone",
-        "box_full": "file -> joints, --box (no search) + detector + MRF",
-        "box_detector": "file -> joints, --box (no search) + detector alone",
-        "search_only": "person search alone (decoded image)",
-    }
-    for key, label in labels.items():
-        print(f"{label:52s} {timings[key] * 1e3:8.1f} ms  ({1 / timings[key]:6.1f} images/s)")
+        many, one = Path(tmp) / "many", Path(tmp) / "one"
+        many.mkdir()
+        one.mkdir()
+        for i, image in enumerate(images):
+            image.save(many / f"{i:02d}.jpg", quality=92)
+        shutil.copy(many / "00.jpg", one / "00.jpg")
+        t41 = float(np.median([run_cli(many, Path(tmp) / "out", checkpoint) for _ in range(args.repeats)]))
+        t1 = float(np.median([run_cli(one, Path(tmp) / "out1", checkpoint) for _ in range(args.repeats)]))
+        people = [len(json.loads(p.read_text())["people"]) for p in sorted((Path(tmp) / "out").glob("*.json"))]
 
-    # Batched throughput over crops (model + peak decoding + mapping back), boxes jittered around the found one.
-    rng = np.random.default_rng(0)
-    height = box[3] - box[1]
-    boxes = box[None] + rng.uniform(-0.1, 0.1, size=(args.batch, 4)) * height  # (B, 4)
-    transforms = np.stack([crop_transform(b, prep.input_size, prep.crop_scale) for b in boxes])  # (B, 2, 3)
-    crops = np.stack([render(image, t, prep.input_size) for t in transforms])  # (B, S, S, 3)
-    model = predictor.model
-    batch_s = {}
-    for precision in ("fp32", "bf16"):  # bf16 is emulated (several times slower) on CPUs without AMX/AVX512-BF16
-        dtype = resolve_precision(precision, device).dtype
-        for name, spatial in (("full", True), ("detector", False)):
-            batch_s[f"{name}_{precision}"] = median_seconds(
-                lambda s=spatial, d=dtype: predict_crops(model, crops, transforms, device, use_spatial=s, dtype=d),
-                1,
-                args.batch_repeats,
-                device,
-            )
-    for name, seconds in batch_s.items():
-        print(
-            f"crops, batch {args.batch}, {name:13s}: {args.batch / seconds:8.1f} images/s "
-            f"({seconds * 1e3:.0f} ms/batch)"
-        )
-    print(f"auto precision here: {resolve_precision('auto', device).name} ({resolve_precision('auto', device).reason})")
-    print(f"whole pipeline with search + MRF: {1 / timings['search_full']:.1f} images/s (target >= 10 on 2 CPU cores)")
+        # Where one photo's time goes (in-process, medians).
+        predictor = PosePredictor.from_checkpoint(checkpoint, "cpu")
+        image = images[0]
+        stages = {
+            "scan": lambda: scan_proposals(predictor.model.detector, image, predictor.torso_px, 1.0, predictor.search),
+            "faces": lambda: detect_faces(image),
+            "proposals_verified": lambda: predictor.candidates([(image, 1.0)], [None]),
+            "one_box": lambda: predictor.predict_images([(image, 1.0)], [np.array([200.0, 200, 300, 350])]),
+            "draw_and_write": lambda: save_prediction(
+                predictor.predict_image(image), image, Path(tmp) / "x.json", Path(tmp) / "x.png"
+            ),
+        }
+        timings = {name: median_seconds(fn, 1, args.repeats * 2, predictor.device) for name, fn in stages.items()}
+    marginal = 40 / max(t41 - t1, 1e-9)
+    print(f"cnnmrf predict, {checkpoint.name}, torch threads {torch.get_num_threads()}")
+    print(f"41 photos: {t41:.1f} s, 1 photo: {t1:.1f} s -> marginal throughput {marginal:.2f} images/s")
+    print(f"people per photo: mean {np.mean(people):.2f}, none in {people.count(0)} of {len(people)}")
+    for name, seconds in timings.items():
+        print(f"  {name:20s} {seconds * 1e3:7.1f} ms")
     print(
         json.dumps(
             {
+                "benchmark": "predict",
                 "checkpoint": str(checkpoint),
-                "device": str(device),
                 "threads": torch.get_num_threads(),
-                "input_size": prep.input_size,
-                "repeats": args.repeats,
-                "latency_ms": {k: round(v * 1e3, 2) for k, v in timings.items()},
-                "images_per_s": {k: round(1 / v, 2) for k, v in timings.items()},
-                "batch": args.batch,
-                "batch_images_per_s": {k: round(args.batch / v, 2) for k, v in batch_s.items()},
-                "found_box": [round(float(v), 1) for v in box],
+                "seconds_41_photos": round(t41, 2),
+                "seconds_1_photo": round(t1, 2),
+                "marginal_images_per_s": round(marginal, 2),
+                "mean_people_per_photo": round(float(np.mean(people)), 3),
+                "stage_ms": {k: round(v * 1e3, 1) for k, v in timings.items()},
             }
         )
     )

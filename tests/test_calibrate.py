@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.evaluation import calibrate
 from cnnmrf.evaluation.calibrate import Frame, far_from_people, matches_person, person_free_region, synthetic_clutter
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import torso_box
@@ -90,8 +91,32 @@ def test_synthetic_clutter_is_deterministic_per_seed_and_sized() -> None:
     assert synthetic_clutter(0, seed=5) == [] and synthetic_clutter(1, seed=5)[0].size == (480, 360)
 
 
+def test_calibrate_refuses_data_where_the_search_finds_nobody(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The untrained tiny model finds none of the annotated stick figures: no person score can be fitted."""
+    out = tmp_path / "calibrated.pt"
+    args = ["calibrate", tiny_h5, "-c", checkpoint, "--out", out, "--max-frames", "2", "--clutter", "2"]
+    result = invoke(*args, "--flic", tiny_flic, "--val-fraction", "0.5")
+    assert_one_line_error(result, "0 annotated people", "too few")
+    assert not out.exists()
+
+
+@pytest.fixture
+def half_people(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relabel every other labelled search candidate as an annotated person, so the tiny data can be fitted."""
+    real = calibrate.search_sample
+
+    def relabelled(*args: object, **kwargs: object) -> calibrate.SearchSample:
+        sample = real(*args, **kwargs)
+        sample.labels = (np.arange(len(sample.labels)) % 2).astype(np.float64)
+        return sample
+
+    monkeypatch.setattr(calibrate, "search_sample", relabelled)
+
+
 def test_calibrate_writes_a_checkpoint_whose_calibration_predict_uses(
-    tiny_h5: Path, tiny_flic: Path, tiny_flic_zip: Path, checkpoint: Path, tmp_path: Path
+    tiny_h5: Path, tiny_flic: Path, tiny_flic_zip: Path, checkpoint: Path, tmp_path: Path, half_people: None
 ) -> None:
     out = tmp_path / "calibrated.pt"
     args = ["calibrate", tiny_h5, "-c", checkpoint, "--out", out, "--max-frames", "2", "--clutter", "2"]

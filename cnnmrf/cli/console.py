@@ -84,7 +84,7 @@ def progress_bar(
         check_interrupted()  # a Ctrl-C that some library swallowed still stops the command here
         if not progress.live.is_started:
             progress.start()
-        fields = {"rate": f"{done / (progress.tasks[0].elapsed or 1e-9):.0f} img/s"} if show_rate else {}
+        fields = {"rate": f"{done / (progress.tasks[0].elapsed or 1e-9):.1f} img/s"} if show_rate else {}
         progress.update(task, completed=done, total=total, detail=detail, **fields)
 
     try:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console, fail, plain, progress_bar
+from cnnmrf.cli.console import console, err_console, fail, plain, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, PrecisionOpt
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
@@ -187,7 +187,7 @@ def predict(
         max_people=max_people,
     )
     if predictor.calibration is None and torso_box is None:
-        console.print(
+        (err_console if json_lines else console).print(  # --json: stdout holds only the documents
             "note: this checkpoint is not calibrated (`cnnmrf calibrate`): scores are null and only the best "
             "candidate per image is reported",
             soft_wrap=True,
@@ -197,35 +197,37 @@ def predict(
         fail(problem)
     failed, done, people = len(problems), 0, 0
     many = len(paths) > 1 and not json_lines
-    with output_folder(out, "predict"), progress_bar("predict", transient=True, show_rate=True) as on_progress:
-        # the folder is checked before any work, and held: two runs never mix their outputs
-        for count, (path, stem) in enumerate(zip(paths, output_stems(paths))):
-            check_interrupted()
-            try:
-                prediction, files = predict_to_files(predictor, path, torso_box, out, stem)
-            except CnnmrfError as err:
-                fail(f"{path}: {err}")
-                failed += 1
-                continue
-            finally:
-                if many:
-                    on_progress(count + 1, len(paths))
-            done += 1
-            people += len(prediction.people)
-            if json_lines:
-                console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
-            else:
-                console.print(_summary(prediction, files), soft_wrap=True)
-                if not many:
-                    for number, person in enumerate(prediction.people, 1):
-                        console.print(_joint_table(person, number))
-    if not json_lines:
-        console.print(
-            f"{done + failed} image(s): {people} people found in {done}, {failed} failed; outputs in {plain(out)}",
-            soft_wrap=True,
-        )
-    if failed:
-        raise typer.Exit(1)
+    # The folder is checked before any work, and held: two runs never mix their outputs; a failed run that created it
+    # removes it again if it stayed empty (hence the exit inside the block).
+    with output_folder(out, "predict"):
+        with progress_bar("predict", transient=True, show_rate=True) as on_progress:
+            for count, (path, stem) in enumerate(zip(paths, output_stems(paths))):
+                check_interrupted()
+                try:
+                    prediction, files = predict_to_files(predictor, path, torso_box, out, stem)
+                except CnnmrfError as err:
+                    fail(f"{path}: {err}")
+                    failed += 1
+                    continue
+                finally:
+                    if many:
+                        on_progress(count + 1, len(paths))
+                done += 1
+                people += len(prediction.people)
+                if json_lines:
+                    console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
+                else:
+                    console.print(_summary(prediction, files), soft_wrap=True)
+                    if not many:
+                        for number, person in enumerate(prediction.people, 1):
+                            console.print(_joint_table(person, number))
+        if not json_lines:
+            console.print(
+                f"{done + failed} image(s): {people} people found in {done}, {failed} failed; outputs in {plain(out)}",
+                soft_wrap=True,
+            )
+        if failed:
+            raise typer.Exit(1)
 
 
 def _summary(prediction: ImagePrediction, files: tuple[Path, Path]) -> str:

@@ -305,6 +305,13 @@ def fit_calibration(
     progress = None if on_progress is None else lambda done, total: on_progress("search", done, total)
     sample = search_sample(searching, flic, frames, clutter, progress)
     labelled = np.isfinite(sample.labels)
+    positives, negatives = int((sample.labels[labelled] == 1).sum()), int((sample.labels[labelled] == 0).sum())
+    if positives < 5 or negatives < 5:
+        raise CnnmrfError(
+            f"the search found {positives} annotated people and {negatives} non-people in {len(frames)} validation "
+            "frames: too few to fit the person score (at least 5 of each); use more frames (--max-frames 0) or a "
+            "model that finds people"
+        )
     verifier = PersonVerifier.fit(sample.features[labelled], sample.labels[labelled])
     scores = verifier.probability(sample.features)
     overlap = predictor.search.person_overlap

@@ -205,7 +205,14 @@ class Calibration:
                 float(_array([p["bias"]], 1)[0]),
             )
             min_score = float(data["min_score"])
-            return cls(joints, person, FaceGeometry.from_dict(data["faces"]), min_score, dict(data.get("report", {})))
+            faces = FaceGeometry.from_dict(data["faces"])
+            if not 0.0 <= min_score <= 1.0:  # also false for NaN
+                raise ValueError(f"calibration min_score {min_score} is not a probability")
+            if (person.std <= 0).any():
+                raise ValueError("calibration holds a feature scale (std) that is not positive")
+            if not all(np.isfinite([faces.offset_x, faces.offset_y, faces.height])) or faces.height <= 0:
+                raise ValueError(f"calibration holds an invalid face geometry {faces}")
+            return cls(joints, person, faces, min_score, dict(data.get("report", {})))
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"calibration is missing or has a malformed entry ({err})") from err
 
@@ -214,5 +221,5 @@ def _array(values: Any, size: int) -> np.ndarray:
     """A finite float array of ``size`` values, or ValueError."""
     array = np.asarray(values, dtype=np.float64)
     if array.shape != (size,) or not np.isfinite(array).all():
-        raise ValueError(f"calibration holds {array.shape} values where {size} finite numbers belong")
+        raise ValueError(f"calibration holds {array.size} values (some not finite?) where {size} finite numbers belong")
     return array

@@ -189,13 +189,14 @@ class SpatialModel(nn.Module):
     def pair_spectra(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """The positive pairwise kernels SP(e(i|j)) in the frequency domain and the biases SP(b(i|j)), i != j.
 
-        Without gradients (inference) the result is kept until the parameters change (their in-place version
-        counters), which saves a third of a small batch's time.
+        Without gradients (inference) the result is kept until the parameters change (new storage, or an in-place
+        update: their version counters), which saves a third of a small batch's time.
 
         Returns:
             (P, Hf, Wf//2+1) complex kernel spectra and (P,) biases, P = K*(K-1) pairs in i-major order.
         """
-        key = (dtype, self.pair_kernels.device, self.pair_kernels._version, self.pair_bias._version)
+        kernels, biases = self.pair_kernels, self.pair_bias
+        key = (dtype, kernels.device, kernels.data_ptr(), biases.data_ptr(), kernels._version, biases._version)
         if not torch.is_grad_enabled() and self._spectra is not None and self._spectra[0] == key:
             return self._spectra[1], self._spectra[2]
         pi, pj = self._pair_i, self._pair_j  # (P,) each
