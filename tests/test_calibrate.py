@@ -11,7 +11,7 @@ import torch
 
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.evaluation import calibrate
-from cnnmrf.evaluation.calibrate import Frame, far_from_people, matches_person, person_free_region, synthetic_clutter
+from cnnmrf.evaluation.frames import Frame, far_from_people, matches_person, person_free_region, synthetic_clutter
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import torso_box
 from cnnmrf.joints import JOINT_NAMES

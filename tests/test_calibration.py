@@ -19,6 +19,7 @@ from cnnmrf.inference.calibration import (
     person_features,
     sigmoid,
 )
+from cnnmrf.inference.crops import Joints
 from cnnmrf.inference.faces import FaceGeometry, fit_face_geometry
 from cnnmrf.joints import JOINT_NAMES
 
@@ -231,7 +232,7 @@ def test_person_features_shape_and_hand_computed_body_proportions() -> None:
     n = 5
     rng = np.random.default_rng(9)
     det_joints, spatial_joints = rng.uniform(0, 300, size=(2, n, K, 2))
-    det_scores, spatial_scores = rng.normal(size=(2, n, K))
+    det_scores, spatial_scores, det_mass, spatial_mass = rng.normal(size=(4, n, K))
     boxes = np.tile([50.0, 50.0, 117.0, 150.0], (n, 1))  # 100 tall, centre (83.5, 100)
     boxes[1] = [60.0, 60.0, 60.0, 60.0]  # degenerate: zero height
     # person 0 by hand: shoulders 40 apart at y 100, hips 90 below, nose 60 above them, torso joint at the centre
@@ -240,12 +241,14 @@ def test_person_features_shape_and_hand_computed_body_proportions() -> None:
     spatial_joints[0, J["torso"]] = (83.5, 100)
     det_joints[0] = spatial_joints[0]
     det_joints[0, 0] += (30.0, 40.0)  # the detector put lsho 50 px (half a box height) away
-    features = person_features(det_joints, det_scores, spatial_joints, spatial_scores, boxes)
-    assert features.shape == (n, 3 * K + 4) == (n, NUM_PERSON_FEATURES) and np.isfinite(features).all()
-    np.testing.assert_array_equal(features[:, :K], det_scores)
-    np.testing.assert_array_equal(features[:, K : 2 * K], spatial_scores)
-    moved = features[:, 2 * K : 3 * K]
+    detector = Joints(det_joints, det_scores, det_mass)
+    spatial = Joints(spatial_joints, spatial_scores, spatial_mass)
+    features = person_features(detector, spatial, boxes)
+    assert features.shape == (n, 5 * K + 4) == (n, NUM_PERSON_FEATURES) and np.isfinite(features).all()
+    for i, part in enumerate((det_scores, spatial_scores, det_mass, spatial_mass)):
+        np.testing.assert_array_equal(features[:, i * K : (i + 1) * K], part)
+    moved = features[:, 4 * K : 5 * K]
     assert moved[0, 0] == pytest.approx(0.5) and (moved[0, 1:] == 0).all()
     assert ((moved >= 0) & (moved <= 1)).all() and (moved[1] == 1).all()  # capped at 1 box height
-    np.testing.assert_allclose(features[0, 3 * K :], [0.4, 0.9, 0.6, 0.0])
+    np.testing.assert_allclose(features[0, 5 * K :], [0.4, 0.9, 0.6, 0.0])
     assert (np.abs(features[:, 3 * K :]) <= 3).all()  # body proportions are clipped

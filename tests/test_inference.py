@@ -50,10 +50,13 @@ def test_decoded_peaks_map_back_to_known_original_points() -> None:
     transforms = np.stack([crop_transform((50.0, 40.0, 70.0, 70.0), 64, 3.0)] * 2)  # (2, 2, 3)
     heat = np.array([[[3.0, 4.0], [10.0, 12.0]], [[7.0, 7.0], [0.0, 15.0]]])  # (2, 2, 2) integer heatmap pixels
     maps = torch.from_numpy(encode_heatmaps(heat, np.ones((2, 2), bool), (16, 16), sigma=1.5))  # (2, 2, 16, 16)
-    joints, scores = decode_to_original(maps, transforms, stride=4, decoder=Decoder(Decoding.parabola))
+    joints, scores, mass = decode_to_original(maps, transforms, stride=4, decoder=Decoder(Decoding.parabola))
     expected = np.stack([apply_affine(invert_affine(t), heatmap_to_input(h, 4)) for t, h in zip(transforms, heat)])
     np.testing.assert_allclose(joints, expected, atol=1e-6)
     np.testing.assert_allclose(scores, 1.0)
+    flat = maps.flatten(-2).double()  # (2, 2, 256): the peak's log-softmax
+    np.testing.assert_allclose(mass, (flat.amax(-1) - torch.logsumexp(flat, -1)).numpy(), atol=1e-5)
+    assert (mass < 0).all()
     # A joint of the crop centre lands on the torso-box centre.
     centre = np.full((1, 1, 2), (16 - 1) / 2)
     np.testing.assert_allclose(heatmap_to_original(centre, transforms[:1], 4)[0, 0], [60.0, 55.0], atol=1e-9)
@@ -143,8 +146,8 @@ def test_predict_rows_gives_the_same_joints_in_any_row_order(tiny_h5: Path) -> N
     with h5py.File(tiny_h5, "r") as h5:
         n = h5["train"]["images"].shape[0]
     rows = np.array([5, 0, 3, 3, 7])
-    joints, scores = final_joints(predict_rows(model, tiny_h5, "train", rows, batch_size=2, device="cpu"))
-    assert joints.shape == (5, 10, 2) and scores.shape == (5, 10)
+    joints, scores, mass = final_joints(predict_rows(model, tiny_h5, "train", rows, batch_size=2, device="cpu"))
+    assert joints.shape == (5, 10, 2) and scores.shape == (5, 10) and mass.shape == (5, 10)
     sets = predict_rows(model, tiny_h5, "train", np.arange(n), batch_size=64, use_spatial=True)
     np.testing.assert_allclose(joints, sets[SPATIAL].joints[rows], atol=1e-4)
     np.testing.assert_array_equal(joints[2], joints[3])  # a repeated row gives the same prediction

@@ -25,7 +25,9 @@ def calibrate(
     val_fraction: Annotated[float, typer.Option(help="The training run's held-out share (its --val-fraction).")] = 0.1,
     seed: Annotated[int, typer.Option(help="The training run's --seed (which drew the held-out rows).")] = 0,
     max_frames: Annotated[int, typer.Option(help="Validation frames searched (0: all; fewer is faster).", min=0)] = 0,
-    clutter: Annotated[int, typer.Option(help="Synthetic person-free images added as negatives.", min=0)] = 40,
+    clutter: Annotated[
+        int, typer.Option(help="Person-free photos added as negatives (half synthetic, half scikit-image's).", min=0)
+    ] = 80,
     max_false_rate: Annotated[
         float,
         typer.Option(help="The default --min-score lets at most this share of person-free images get a person.", min=0),
@@ -60,7 +62,7 @@ def calibrate(
         f"fitted on {report['frames']} validation frames ({report['candidates']} candidates, {report['positives']} "
         f"people; {report['faces_matched']} faces matched) and {report['joint_rows']} crops\n"
         f"default --min-score {calibration.min_score:.2f}: annotated people found {100 * at['people_found']:.1f}%, "
-        f"person-free images with a false person {100 * at['false_people_rate']:.1f}%, "
+        f"person-free photos with a false person {100 * at['false_people_rate']:.1f}%, "
         f"person-score ECE {at['person_score_ece']:.3f}; joint-score ECE {ece} (validation: in-sample)\n"
         f"wrote {plain(out)}",
         soft_wrap=True,

@@ -7,10 +7,11 @@ Everything is fitted on the validation rows of the training split (held out from
    within 0.1 torso lengths (PCK's normaliser) of the truth; Platt scaling per joint and per output;
 2. **face geometry**: faces the cascade finds that contain an annotated nose, against that person's torso box;
 3. **person verifier**: every search candidate in the validation frames (positive when its box matches an annotated
-   person, negative when far from all of them, left out in between), in a person-free region of each frame, and in
-   synthetic clutter (all negative); a logistic regression on :func:`cnnmrf.inference.calibration.person_features`;
-4. **default --min-score**: the smallest threshold at which at most ``max_false_rate`` of the person-free images
-   (regions and clutter) get a false person.
+   person, negative when it lies on one without matching; boxes away from the annotated people are left out, as FLIC
+   leaves many people unannotated) and in person-free photos (:func:`person_free_photos`, all negative); a logistic
+   regression on :func:`cnnmrf.inference.calibration.person_features`;
+4. **default --min-score**: the smallest threshold at which at most ``max_false_rate`` of the person-free photos get a
+   person.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.flic import FlicSource
@@ -28,6 +29,14 @@ from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import check_geometry
+from cnnmrf.evaluation.frames import (
+    Frame,
+    far_from_people,
+    matches_person,
+    person_free_photos,
+    person_free_region,
+    split_frames,
+)
 from cnnmrf.evaluation.pck import normalized_distances
 from cnnmrf.files import check_output_file
 from cnnmrf.inference.calibration import (
@@ -55,97 +64,8 @@ class CalibrateOptions:
     val_fraction: float = 0.1  # the training run's validation share (TrainConfig.val_fraction)
     seed: int = 0  # the training run's --seed, which drew the validation rows
     max_frames: int = 0  # validation frames used for faces and the verifier (0: all)
-    clutter: int = 40  # synthetic person-free images added as negatives
+    clutter: int = 80  # person-free photos added as negatives (half synthetic, half crops of scikit-image's)
     max_false_rate: float = 0.03  # the default --min-score lets at most this share of person-free images get a person
-
-
-@dataclass
-class Frame:
-    """A FLIC frame and every annotated person in it (original pixels)."""
-
-    file: str
-    boxes: np.ndarray  # (P, 4) torso boxes
-    joints: np.ndarray  # (P, K, 2)
-
-
-def split_frames(data: Path, split: str, rows: np.ndarray) -> list[Frame]:
-    """The distinct frames of ``rows`` of a split, each with all its annotated people in that split."""
-    table = read_split(data, split, ("file", "torsobox", "joints"))
-    files = np.asarray(table["file"]).astype(str)
-    wanted = dict.fromkeys(files[np.asarray(rows, dtype=np.int64)])
-    frames = []
-    for file in wanted:
-        mine = np.flatnonzero(files == file)
-        frames.append(Frame(str(file), table["torsobox"][mine].astype(np.float64), table["joints"][mine]))
-    return frames
-
-
-def matches_person(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Whether found torso boxes are an annotated one's: centre within half its height, height within 0.7-1.43x.
-
-    Shapes: found (N, 4), truth (P, 4) -> (N, P) bool.
-    """
-    found, truth = (
-        np.asarray(found, dtype=np.float64).reshape(-1, 4),
-        np.asarray(truth, dtype=np.float64).reshape(-1, 4),
-    )
-    height = truth[:, 3] - truth[:, 1]  # (P,)
-    gap = np.linalg.norm(
-        ((found[:, None, :2] + found[:, None, 2:]) - (truth[None, :, :2] + truth[None, :, 2:])) / 2, axis=-1
-    )  # (N, P)
-    ratio = (found[:, None, 3] - found[:, None, 1]) / height[None]  # (N, P)
-    return (gap < 0.5 * height[None]) & (ratio > 0.7) & (ratio < 1.43)
-
-
-def far_from_people(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(N,) whether each found box's centre is over one torso height from every annotated torso box's centre."""
-    found, truth = (
-        np.asarray(found, dtype=np.float64).reshape(-1, 4),
-        np.asarray(truth, dtype=np.float64).reshape(-1, 4),
-    )
-    gap = np.linalg.norm(
-        ((found[:, None, :2] + found[:, None, 2:]) - (truth[None, :, :2] + truth[None, :, 2:])) / 2, axis=-1
-    )  # (N, P)
-    return (gap > (truth[:, 3] - truth[:, 1])[None]).all(axis=-1)
-
-
-def person_free_region(size: tuple[int, int], frame: Frame, min_width: float = 0.25) -> np.ndarray | None:
-    """The widest full-height strip at the left or right of a frame clear of every annotated person (their joints
-    and torso boxes, widened by half a torso height), as a box (4,); None if narrower than ``min_width`` of the
-    frame. Unannotated people may still be there: FLIC labels one or two people per frame."""
-    width, height = size
-    margin = 0.5 * (frame.boxes[:, 3] - frame.boxes[:, 1])[:, None]  # (P, 1)
-    xs = np.concatenate([frame.boxes[:, [0, 2]], frame.joints[..., 0]], axis=1)  # (P, 2 + K)
-    left = float(np.nanmin(xs - margin))
-    right = float(np.nanmax(xs + margin))
-    strips = [np.array([0.0, 0.0, max(left, 0.0), height]), np.array([min(right, width), 0.0, width, height])]
-    best = max(strips, key=lambda b: b[2] - b[0])
-    return best if best[2] - best[0] >= min_width * width else None
-
-
-def synthetic_clutter(count: int, seed: int, size: tuple[int, int] = (480, 360)) -> list[Image.Image]:
-    """Person-free photos: colour gradients under random rectangles, ellipses and lines, blurred and noisy."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(count):
-        ramp = np.linspace(0, 1, size[0])[None, :, None] * rng.uniform(-80, 80, 3) + rng.uniform(40, 215, 3)
-        image = Image.fromarray(np.broadcast_to(ramp, (size[1], size[0], 3)).clip(0, 255).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(rng.integers(5, 40)):
-            x, y = rng.uniform(0, size[0]), rng.uniform(0, size[1])
-            w, h = rng.uniform(5, size[0] / 2), rng.uniform(5, size[1] / 2)
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            shape = rng.integers(3)
-            if shape == 0:
-                draw.rectangle([x, y, x + w, y + h], fill=colour)
-            elif shape == 1:
-                draw.ellipse([x, y, x + w, y + h], fill=colour)
-            else:
-                draw.line([x, y, x + w, y + h], fill=colour, width=int(rng.integers(1, 12)))
-        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2))))
-        noisy = np.asarray(image, dtype=np.float64) + rng.normal(0, rng.uniform(0, 12), (size[1], size[0], 3))
-        images.append(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)))
-    return images
 
 
 def fit_joint_calibration(
@@ -191,12 +111,13 @@ class SearchSample:
     """Search candidates of labelled photos, for fitting or measuring the verifier."""
 
     features: np.ndarray  # (N, F)
-    labels: np.ndarray  # (N,) 1 person, 0 not, NaN ambiguous
-    boxes: np.ndarray  # (N, 4)
+    labels: np.ndarray  # (N,) 1 an annotated person, 0 not a person's torso box, NaN unknown
+    boxes: np.ndarray  # (N, 4) in the photo's pixels
     photo: np.ndarray  # (N,) which photo each candidate is in
-    person_free: np.ndarray  # (num_photos,) whether the photo holds nobody (a region or clutter)
     found_joints: np.ndarray  # (N, K, 2) the reported joints of each candidate
-    truth: list[Frame | None]  # per photo: its annotations (None: person-free)
+    truth: list[Frame | None]  # per photo: its annotations (None: meant to be person-free)
+    kinds: list[str]  # per photo: "frame" (a whole FLIC frame), "region" (a strip of one) or "clutter"
+    strips: list[np.ndarray | None]  # per photo: a region's box in its frame (None for other kinds)
 
 
 def search_sample(
@@ -204,36 +125,45 @@ def search_sample(
     flic: FlicSource,
     frames: Sequence[Frame],
     clutter: Sequence[Image.Image] = (),
+    regions: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SearchSample:
-    """Run the search on whole frames, on a person-free region of each frame, and on clutter; label candidates."""
-    features, labels, boxes, photo, free, joints, truth = [], [], [], [], [], [], []
+    """Run the search on whole frames (and, with ``regions``, on a strip of each frame clear of its annotated people)
+    and on person-free clutter, and label the candidates.
+
+    A frame's candidate is positive when its box matches an annotated person's, negative when it lies on an annotated
+    person (centre within a torso height of theirs) without matching, and unknown elsewhere: FLIC leaves many people
+    unannotated, so a box away from the annotated ones may well hold a person (the same is true of regions, which are
+    therefore not labelled: they are for measuring, by eye where it matters). Every clutter candidate is negative.
+    """
+    features, labels, boxes, photo, joints, truth, kinds, strips = [], [], [], [], [], [], [], []
     total = len(frames) + len(clutter)
 
-    def add(found: Candidates, label: np.ndarray, frame: Frame | None) -> None:
+    def add(found: Candidates, label: np.ndarray, frame: Frame | None, kind: str, strip: np.ndarray | None) -> None:
         features.append(found.features())
         labels.append(label)
         boxes.append(found.boxes)
-        photo.append(np.full(len(label), len(free)))
+        photo.append(np.full(len(label), len(kinds)))
         joints.append(found.sets["spatial" if "spatial" in found.sets else "detector"].joints)
-        free.append(frame is None)
         truth.append(frame)
+        kinds.append(kind)
+        strips.append(strip)
 
     for done, frame in enumerate(frames):
         image, factor = load_image(flic.read_image_bytes(frame.file))
         found = predictor.candidates([(image, factor)], [None])
         hit = matches_person(found.boxes, frame.boxes).any(axis=1)
-        add(found, np.where(hit, 1.0, np.where(far_from_people(found.boxes, frame.boxes), 0.0, np.nan)), frame)
-        region = person_free_region(image.size, frame) if factor == 1.0 else None
+        near = ~far_from_people(found.boxes, frame.boxes)
+        add(found, np.where(hit, 1.0, np.where(near, 0.0, np.nan)), frame, "frame", None)
+        region = person_free_region(image.size, frame) if regions and factor == 1.0 else None
         if region is not None:
-            strip = image.crop(tuple(int(round(v)) for v in region))
-            found = predictor.candidates([(strip, 1.0)], [None])
-            add(found, np.zeros(len(found.proposals)), None)
+            found = predictor.candidates([(image.crop(tuple(int(round(v)) for v in region)), 1.0)], [None])
+            add(found, np.full(len(found.proposals), np.nan), None, "region", region)
         if on_progress is not None:
             on_progress(done + 1, total)
     for done, image in enumerate(clutter):
         found = predictor.candidates([(image, 1.0)], [None])
-        add(found, np.zeros(len(found.proposals)), None)
+        add(found, np.zeros(len(found.proposals)), None, "clutter", None)
         if on_progress is not None:
             on_progress(len(frames) + done + 1, total)
     k = len(JOINT_NAMES)
@@ -242,33 +172,36 @@ def search_sample(
         np.concatenate(labels),
         np.concatenate(boxes).reshape(-1, 4),
         np.concatenate(photo).astype(np.int64),
-        np.array(free, dtype=bool),
         np.concatenate(joints).reshape(-1, k, 2),
         truth,
+        kinds,
+        strips,
     )
 
 
 def search_metrics(sample: SearchSample, scores: np.ndarray, threshold: float, overlap: float) -> dict[str, float]:
-    """What `predict` would report at ``threshold``: annotated people found, false people in person-free photos,
-    and the person score's calibration (ECE over labelled candidates)."""
-    found = wanted = false = free = 0
-    for p, frame in enumerate(sample.truth):
+    """What `predict` would report at ``threshold``: annotated people found, person-free photos (clutter, and regions
+    when sampled) that get a person, and the person score's calibration (ECE over labelled candidates)."""
+    found = wanted = 0
+    flagged: dict[str, list[bool]] = {"clutter": [], "region": []}
+    for p, (frame, kind) in enumerate(zip(sample.truth, sample.kinds)):
         mine = np.flatnonzero(sample.photo == p)
         kept = mine[non_maximum_suppression(sample.boxes[mine], scores[mine], overlap)] if len(mine) else mine
         kept = kept[scores[kept] >= threshold]
         if frame is None:
-            free += 1
-            false += bool(len(kept))
+            flagged[kind].append(bool(len(kept)))
         else:
             wanted += len(frame.boxes)
             found += int(matches_person(sample.boxes[kept], frame.boxes).any(axis=0).sum())
     labelled = np.isfinite(sample.labels)
     return {
         "people_found": found / max(wanted, 1),
-        "false_people_rate": false / max(free, 1),
+        "false_people_rate": float(np.mean(flagged["clutter"])) if flagged["clutter"] else 0.0,
+        "region_people_rate": float(np.mean(flagged["region"])) if flagged["region"] else float("nan"),
         "person_score_ece": expected_calibration_error(scores[labelled], sample.labels[labelled]),
         "annotated_people": wanted,
-        "person_free_photos": free,
+        "clutter_photos": len(flagged["clutter"]),
+        "regions": len(flagged["region"]),
     }
 
 
@@ -301,9 +234,9 @@ def fit_calibration(
     faces, torsos = frame_faces(flic, frames)
     geometry = fit_face_geometry(faces, torsos) if len(faces) >= 10 else FaceGeometry()
     searching = replace(predictor, calibration=None, face_geometry=geometry, max_people=None)
-    clutter = synthetic_clutter(options.clutter, options.seed)
+    clutter = person_free_photos(options.clutter, options.seed)
     progress = None if on_progress is None else lambda done, total: on_progress("search", done, total)
-    sample = search_sample(searching, flic, frames, clutter, progress)
+    sample = search_sample(searching, flic, frames, clutter, on_progress=progress)
     labelled = np.isfinite(sample.labels)
     positives, negatives = int((sample.labels[labelled] == 1).sum()), int((sample.labels[labelled] == 0).sum())
     if positives < 5 or negatives < 5:

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from cnnmrf.inference.crops import Joints
 from cnnmrf.inference.faces import FaceGeometry
 from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 
 CALIBRATION_FORMAT = "cnnmrf-calibration-v1"
 NOSE, TORSO = JOINT_NAMES.index("nose"), JOINT_NAMES.index("torso")
-NUM_PERSON_FEATURES = 3 * len(JOINT_NAMES) + 4
+NUM_PERSON_FEATURES = 5 * len(JOINT_NAMES) + 4
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -75,41 +76,39 @@ def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, bin
     return float(gaps.sum() / counts.sum())
 
 
-def person_features(
-    detector_joints: np.ndarray,
-    detector_scores: np.ndarray,
-    spatial_joints: np.ndarray,
-    spatial_scores: np.ndarray,
-    boxes: np.ndarray,
-) -> np.ndarray:
+def person_features(detector: Joints, spatial: Joints, boxes: np.ndarray) -> np.ndarray:
     """What the person verifier sees of the full model's prediction in a torso box.
 
-    Per joint: the detector's peak logit, the spatial model's peak log-belief, and how far apart the two put the joint
-    (in box heights, capped at 1: the spatial model moving a joint far means its prior disagrees with the evidence).
-    Then body proportions of the spatial joints, in box heights: shoulder width, shoulder-to-hip length, nose height
-    above the shoulders, and the torso joint's distance from the box centre.
+    Per joint and per output (detector, spatial model): the map's peak value and its peak mass (how concentrated the
+    map is, :class:`cnnmrf.inference.crops.Joints`); how far apart the two outputs put the joint (in box heights,
+    capped at 1: the spatial model moving a joint far means its prior disagrees with the evidence). Then body
+    proportions of the spatial joints, in box heights: shoulder width, shoulder-to-hip length, nose height above the
+    shoulders, and the torso joint's distance from the box centre.
 
-    Shapes: joints (N, K, 2), scores (N, K), boxes (N, 4), all in original pixels -> (N, 3K + 4).
+    Shapes: (N, K, ...) joints of each output, boxes (N, 4), all in original pixels -> (N, 5K + 4).
     """
     lsho, rsho, lhip, rhip = TORSO_PARTS
+    points = spatial.joints  # (N, K, 2)
     height = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)[:, None]  # (N, 1)
-    moved = np.minimum(np.linalg.norm(detector_joints - spatial_joints, axis=-1) / height, 1.0)  # (N, K)
-    shoulders = (spatial_joints[:, lsho] + spatial_joints[:, rsho]) / 2  # (N, 2)
-    hips = (spatial_joints[:, lhip] + spatial_joints[:, rhip]) / 2  # (N, 2)
+    moved = np.minimum(np.linalg.norm(detector.joints - points, axis=-1) / height, 1.0)  # (N, K)
+    shoulders = (points[:, lsho] + points[:, rsho]) / 2  # (N, 2)
+    hips = (points[:, lhip] + points[:, rhip]) / 2  # (N, 2)
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2  # (N, 2)
     body = (
         np.stack(
             [
-                np.linalg.norm(spatial_joints[:, lsho] - spatial_joints[:, rsho], axis=-1),
+                np.linalg.norm(points[:, lsho] - points[:, rsho], axis=-1),
                 np.linalg.norm(shoulders - hips, axis=-1),
-                shoulders[:, 1] - spatial_joints[:, NOSE, 1],
-                np.linalg.norm(spatial_joints[:, TORSO] - centre, axis=-1),
+                shoulders[:, 1] - points[:, NOSE, 1],
+                np.linalg.norm(points[:, TORSO] - centre, axis=-1),
             ],
             axis=-1,
         )
         / height
     )  # (N, 4)
-    return np.concatenate([detector_scores, spatial_scores, moved, np.clip(body, -3, 3)], axis=-1)
+    return np.concatenate(
+        [detector.scores, spatial.scores, detector.peak_mass, spatial.peak_mass, moved, np.clip(body, -3, 3)], axis=-1
+    )
 
 
 @dataclass

@@ -23,10 +23,13 @@ DETECTOR, SPATIAL = "detector", "spatial"
 
 
 class Joints(NamedTuple):
-    """Decoded predictions: ``joints`` (N, K, 2) (x, y) in original-image pixels and ``scores`` (N, K)."""
+    """Decoded predictions: ``joints`` (N, K, 2) (x, y) in original-image pixels, ``scores`` (N, K) each map's peak
+    value (logit or log-belief: comparable within a map only) and ``peak_mass`` (N, K) the log of the map's softmax at
+    its peak (``peak - logsumexp(map)``: how concentrated the map is, comparable across crops)."""
 
     joints: np.ndarray
     scores: np.ndarray
+    peak_mass: np.ndarray
 
 
 def heatmap_to_original(coords: np.ndarray, transforms: np.ndarray, stride: int) -> np.ndarray:
@@ -136,8 +139,10 @@ def decode_to_original(
     heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, decoder: Decoder = DEFAULT_DECODER
 ) -> Joints:
     """Decode peaks of (B, K, H, W) heatmaps and map them through (B, 2, 3) crop transforms to original pixels."""
-    coords, scores = decoder(heatmaps.float().cpu())  # (B, K, 2), (B, K)
-    return Joints(heatmap_to_original(coords.double().numpy(), transforms, stride), scores.numpy())
+    maps = heatmaps.float().cpu()  # (B, K, H, W)
+    coords, scores = decoder(maps)  # (B, K, 2), (B, K)
+    mass = maps.flatten(-2).amax(dim=-1) - torch.logsumexp(maps.flatten(-2), dim=-1)  # (B, K)
+    return Joints(heatmap_to_original(coords.double().numpy(), transforms, stride), scores.numpy(), mass.numpy())
 
 
 @torch.no_grad()
@@ -222,12 +227,9 @@ def predict_rows(
                 on_progress(min(start + batch_size, len(rows)), len(rows))
     if not parts:  # no rows: empty arrays of the right shape
         k = model.config.detector.num_joints
-        empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32))
+        empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32), np.zeros((0, k), np.float32))
         return {DETECTOR: empty, **({SPATIAL: empty} if use_spatial and model.spatial is not None else {})}
-    return {
-        name: Joints(np.concatenate([p.joints for p in ps]), np.concatenate([p.scores for p in ps]))
-        for name, ps in parts.items()
-    }
+    return {name: Joints(*(np.concatenate(parts) for parts in zip(*ps))) for name, ps in parts.items()}
 
 
 def final_joints(sets: dict[str, Joints]) -> Joints:

@@ -98,7 +98,7 @@ class Candidates:
     def features(self) -> np.ndarray:
         """(N, F) :func:`person_features` (without a spatial model the detector's output stands in for it)."""
         detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
-        return person_features(detector.joints, detector.scores, spatial.joints, spatial.scores, self.boxes)
+        return person_features(detector, spatial, self.boxes)
 
 
 @dataclass
@@ -200,7 +200,8 @@ class PosePredictor:
                 current[c] = box_from_joints(final_joints(sets).joints[c], current[c], sizes[owner[c]])
             again = self._predict_boxes([images[owner[c]] for c in searched], [current[c] for c in searched])
             for name, joints in again.items():
-                sets[name].joints[searched], sets[name].scores[searched] = joints.joints, joints.scores
+                for field_now, field_again in zip(sets[name], joints):  # joints, scores, peak_mass
+                    field_now[searched] = field_again
         return Candidates(np.array(owner, dtype=np.int64), proposals, np.array(current).reshape(-1, 4), sets)
 
     def predict_images(
