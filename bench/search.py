@@ -9,27 +9,55 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+from skimage import data as samples
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import read_split
-from cnnmrf.evaluation.calibrate import (
-    fit_joint_calibration,
-    matches_person,
-    search_metrics,
-    search_sample,
-    split_frames,
-    synthetic_clutter,
-)
+from cnnmrf.evaluation.calibrate import SearchSample, fit_joint_calibration, search_metrics, search_sample
+from cnnmrf.evaluation.frames import matches_person, split_frames, synthetic_clutter
 from cnnmrf.evaluation.pck import normalized_distances
 from cnnmrf.inference.calibration import expected_calibration_error
 from cnnmrf.inference.photos import PosePredictor, load_image
 from cnnmrf.inference.search import non_maximum_suppression
+
+HELD_OUT_PHOTOS = ("coffee", "chelsea", "brick", "rocket")  # person-free photos calibration never saw
+
+
+def draw_flagged_regions(
+    sample: SearchSample, scores: np.ndarray, threshold: float, flic: FlicSource, path: Path, most: int = 30
+) -> None:
+    """Tile the frames whose person-free region got a person reported (region yellow, annotated torso boxes green,
+    the reported box red), likeliest first, to check by eye whether an unannotated person is there."""
+    flagged = []
+    for p, kind in enumerate(sample.kinds):
+        mine = np.flatnonzero(sample.photo == p)
+        if kind == "region" and len(mine) and scores[mine].max() >= threshold:
+            flagged.append((float(scores[mine].max()), p, mine[np.argmax(scores[mine])]))
+    tiles = []
+    for score, p, best in sorted(flagged, reverse=True)[:most]:
+        frame, strip = sample.truth[p - 1], sample.strips[p]  # a region follows its frame
+        image = Image.open(io.BytesIO(flic.read_image_bytes(frame.file))).convert("RGB")
+        draw = ImageDraw.Draw(image)
+        draw.rectangle(list(strip), outline=(255, 255, 0), width=4)
+        for box in frame.boxes:
+            draw.rectangle(list(box), outline=(0, 255, 0), width=3)
+        draw.rectangle(
+            list(sample.boxes[best] + [strip[0], strip[1], strip[0], strip[1]]), outline=(255, 0, 0), width=4
+        )
+        draw.text((8, 8), f"#{len(tiles)} p={score:.2f}", fill=(255, 255, 255))
+        tiles.append(image.resize((360, 240)))
+    sheet = Image.new("RGB", (360 * 5, 240 * max(1, -(-len(tiles) // 5))))
+    for i, tile in enumerate(tiles):
+        sheet.paste(tile, ((i % 5) * 360, (i // 5) * 240))
+    sheet.save(path)
 
 
 def main() -> None:
@@ -39,6 +67,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a calibrated checkpoint (default: bundled)")
     parser.add_argument("-n", type=int, default=200, help="random test frames (seed 0); 0: all")
     parser.add_argument("--clutter", type=int, default=40, help="synthetic person-free images (seed 1)")
+    parser.add_argument("--flagged-png", type=Path, default=None, help="draw the regions where a person is reported")
     args = parser.parse_args()
     if not args.data.is_file() or not (args.flic / "images").is_dir():
         print(json.dumps({"benchmark": "search", "skipped": True, "reason": "needs --data and the FLIC images"}))
@@ -53,15 +82,17 @@ def main() -> None:
     if args.n:
         rows = np.sort(np.random.default_rng(0).choice(total, min(args.n, total), replace=False))
     frames = split_frames(args.data, "test", rows)
+    clutter = synthetic_clutter(args.clutter, seed=1) + [
+        Image.fromarray(getattr(samples, name)()).convert("RGB") for name in HELD_OUT_PHOTOS
+    ]
     start = time.perf_counter()
-    sample = search_sample(predictor, flic, frames, synthetic_clutter(args.clutter, seed=1))
+    sample = search_sample(predictor, flic, frames, clutter, regions=True)
     seconds = time.perf_counter() - start
     scores = predictor.calibration.person.probability(sample.features)
     threshold, overlap = predictor.threshold, predictor.search.person_overlap
     metrics = search_metrics(sample, scores, threshold, overlap)
-    # a person-free photo gets a false person when any candidate scores above the threshold (NMS keeps the best)
-    free = [bool((scores[sample.photo == p] >= threshold).any()) for p, t in enumerate(sample.truth) if t is None]
-    regions, clutter = free[: len(free) - args.clutter], free[len(free) - args.clutter :]  # clutter comes last
+    if args.flagged_png is not None:
+        draw_flagged_regions(sample, scores, threshold, flic, args.flagged_png)
 
     # PCK@0.2 of each annotated person: the likeliest reported person whose box matches theirs (all joints wrong if
     # none), against the model's prediction in their annotated box.
@@ -98,9 +129,10 @@ def main() -> None:
         "pck@0.2_search": round(pck_search, 4),
         "pck@0.2_given_boxes": round(pck_given, 4),
         "pck_ratio": round(pck_search / max(pck_given, 1e-9), 4),
-        "person_free_regions": len(regions),
-        "false_people_rate_regions": round(float(np.mean(regions)) if regions else 0.0, 4),
-        "false_people_rate_clutter": round(float(np.mean(clutter)) if clutter else 0.0, 4),
+        "regions": metrics["regions"],
+        "regions_with_a_person_reported": round(metrics["region_people_rate"], 4),
+        "person_free_photos": metrics["clutter_photos"],
+        "false_people_rate_person_free_photos": round(metrics["false_people_rate"], 4),
         "person_score_ece": round(metrics["person_score_ece"], 4),
         "joint_score_ece": {k: round(v, 4) for k, v in joint_ece.items()},
         "search_seconds_per_photo": round(seconds / max(len(sample.truth), 1), 3),
