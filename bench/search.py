@@ -21,12 +21,11 @@ from skimage import data as samples
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import read_split
-from cnnmrf.evaluation.calibrate import SearchSample, fit_joint_calibration, search_metrics, search_sample
+from cnnmrf.evaluation.calibrate import SearchSample, fit_joint_calibration, reported, search_metrics, search_sample
 from cnnmrf.evaluation.frames import matches_person, split_frames, synthetic_clutter
 from cnnmrf.evaluation.pck import normalized_distances
 from cnnmrf.inference.calibration import expected_calibration_error
 from cnnmrf.inference.photos import PosePredictor, load_image
-from cnnmrf.inference.search import non_maximum_suppression
 
 HELD_OUT_PHOTOS = ("coffee", "chelsea", "brick", "rocket")  # person-free photos calibration never saw
 
@@ -89,20 +88,17 @@ def main() -> None:
     sample = search_sample(predictor, flic, frames, clutter, regions=True)
     seconds = time.perf_counter() - start
     scores = predictor.calibration.person.probability(sample.features)
-    threshold, overlap = predictor.threshold, predictor.search.person_overlap
-    metrics = search_metrics(sample, scores, threshold, overlap)
+    threshold = predictor.threshold
+    metrics = search_metrics(sample, scores, threshold, predictor.search)
     if args.flagged_png is not None:
         draw_flagged_regions(sample, scores, threshold, flic, args.flagged_png)
 
     # PCK@0.2 of each annotated person: the likeliest reported person whose box matches theirs (all joints wrong if
     # none), against the model's prediction in their annotated box.
     searched, given = [], []
-    for p, frame in enumerate(sample.truth):
+    for kept, frame in zip(reported(sample, scores, threshold, predictor.search), sample.truth):
         if frame is None:
             continue
-        mine = np.flatnonzero(sample.photo == p)
-        kept = mine[non_maximum_suppression(sample.boxes[mine], scores[mine], overlap)] if len(mine) else mine
-        kept = kept[scores[kept] >= threshold]
         hits = matches_person(sample.boxes[kept], frame.boxes)  # (M, P)
         image, factor = load_image(flic.read_image_bytes(frame.file))
         boxed = predictor.predict_images([(image, factor)] * len(frame.boxes), list(frame.boxes))

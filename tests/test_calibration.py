@@ -244,11 +244,17 @@ def test_person_features_shape_and_hand_computed_body_proportions() -> None:
     detector = Joints(det_joints, det_scores, det_mass)
     spatial = Joints(spatial_joints, spatial_scores, spatial_mass)
     features = person_features(detector, spatial, boxes)
-    assert features.shape == (n, 5 * K + 4) == (n, NUM_PERSON_FEATURES) and np.isfinite(features).all()
+    assert features.shape == (n, 5 * K + 5) == (n, NUM_PERSON_FEATURES) and np.isfinite(features).all()
     for i, part in enumerate((det_scores, spatial_scores, det_mass, spatial_mass)):
         np.testing.assert_array_equal(features[:, i * K : (i + 1) * K], part)
     moved = features[:, 4 * K : 5 * K]
     assert moved[0, 0] == pytest.approx(0.5) and (moved[0, 1:] == 0).all()
     assert ((moved >= 0) & (moved <= 1)).all() and (moved[1] == 1).all()  # capped at 1 box height
-    np.testing.assert_allclose(features[0, 5 * K :], [0.4, 0.9, 0.6, 0.0])
+    np.testing.assert_allclose(features[0, 5 * K :], [0.4, 0.9, 0.6, 0.0, 0.0])  # no faces searched: 0
+    # a face (0.5 box heights wide) centred 10 px from person 0's nose counts; one far away or tiny does not
+    near, far, tiny = [75.0, 20.0, 125.0, 70.0], [200.0, 200.0, 250.0, 250.0], [105.0, 45.0, 110.0, 50.0]
+    faces = [np.array([near])] + [np.array([far, tiny])] + [np.zeros((0, 4))] * (n - 2)
+    spatial_joints[1, J["nose"]] = (107.5, 47.5)
+    with_faces = person_features(detector, Joints(spatial_joints, spatial_scores, spatial_mass), boxes, faces)
+    assert with_faces[0, -1] == 1.0 and (with_faces[1:, -1] == 0).all()
     assert (np.abs(features[:, 3 * K :]) <= 3).all()  # body proportions are clipped

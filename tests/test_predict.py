@@ -49,11 +49,12 @@ def finder(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def calibrated(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint with a calibration set by hand: P(person) = sigmoid(-d), d in [0, 3] the torso joint's
-    distance from the box centre in box heights (the last person feature, clipped), so 0.047 <= P(person) <= 0.5;
+    distance from the box centre in box heights (the person feature before the face flag, clipped), so
+    0.047 <= P(person) <= 0.5;
     every joint score sigmoid(0 * peak + 0) = 0.5; default --min-score 0.6 (above every person)."""
     k, f = len(JOINT_NAMES), NUM_PERSON_FEATURES
     weights = np.zeros(f)
-    weights[-1] = -1.0
+    weights[-2] = -1.0
     calibration = Calibration(
         {name: JointCalibration(np.zeros(k), np.zeros(k)) for name in ("detector", "spatial")},
         PersonVerifier(np.zeros(f), np.ones(f), weights, 0.0),

@@ -48,7 +48,7 @@ from cnnmrf.inference.calibration import (
 from cnnmrf.inference.crops import predict_rows
 from cnnmrf.inference.faces import FaceGeometry, detect_faces, fit_face_geometry
 from cnnmrf.inference.photos import Candidates, PosePredictor, load_image
-from cnnmrf.inference.search import non_maximum_suppression
+from cnnmrf.inference.search import SearchConfig, merge_people
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint, save_checkpoint
 
@@ -179,15 +179,26 @@ def search_sample(
     )
 
 
-def search_metrics(sample: SearchSample, scores: np.ndarray, threshold: float, overlap: float) -> dict[str, float]:
+def reported(sample: SearchSample, scores: np.ndarray, threshold: float, search: SearchConfig) -> list[np.ndarray]:
+    """Per photo, the candidates `predict` would report (indices into the sample), as :class:`PosePredictor` picks
+    them: non-maximum suppression by score, then the threshold."""
+    kept = []
+    for p in range(len(sample.kinds)):
+        mine = np.flatnonzero(sample.photo == p)
+        if len(mine):
+            mine = mine[merge_people(sample.boxes[mine], scores[mine], search)]
+        kept.append(mine[scores[mine] >= threshold])
+    return kept
+
+
+def search_metrics(
+    sample: SearchSample, scores: np.ndarray, threshold: float, search: SearchConfig
+) -> dict[str, float]:
     """What `predict` would report at ``threshold``: annotated people found, person-free photos (clutter, and regions
     when sampled) that get a person, and the person score's calibration (ECE over labelled candidates)."""
     found = wanted = 0
     flagged: dict[str, list[bool]] = {"clutter": [], "region": []}
-    for p, (frame, kind) in enumerate(zip(sample.truth, sample.kinds)):
-        mine = np.flatnonzero(sample.photo == p)
-        kept = mine[non_maximum_suppression(sample.boxes[mine], scores[mine], overlap)] if len(mine) else mine
-        kept = kept[scores[kept] >= threshold]
+    for kept, frame, kind in zip(reported(sample, scores, threshold, search), sample.truth, sample.kinds):
         if frame is None:
             flagged[kind].append(bool(len(kept)))
         else:
@@ -247,8 +258,7 @@ def fit_calibration(
         )
     verifier = PersonVerifier.fit(sample.features[labelled], sample.labels[labelled])
     scores = verifier.probability(sample.features)
-    overlap = predictor.search.person_overlap
-    by_threshold = {float(t): search_metrics(sample, scores, t, overlap) for t in THRESHOLDS}
+    by_threshold = {float(t): search_metrics(sample, scores, t, predictor.search) for t in THRESHOLDS}
     allowed = [t for t, m in by_threshold.items() if m["false_people_rate"] <= options.max_false_rate]
     min_score = min(allowed) if allowed else float(THRESHOLDS[-1])
     report = {
@@ -288,7 +298,7 @@ def calibrate_checkpoint(
         prep = dataset.config
         if "train" not in dataset.splits or dataset.num_rows("train") == 0:
             raise CnnmrfError(f"{data} has no training split to take validation rows from")
-    predictor = PosePredictor.from_checkpoint(checkpoint, device)
+    predictor = PosePredictor.from_checkpoint(checkpoint, device, calibrated=False)  # an old calibration is replaced
     check_geometry(predictor.preprocess, prep, checkpoint, data)
     calibration = fit_calibration(predictor, data, FlicSource(flic), options, on_progress)
     state = load_checkpoint(checkpoint)

@@ -11,6 +11,7 @@ A checkpoint's ``calibration`` entry (written by `cnnmrf calibrate`) turns raw m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 
 CALIBRATION_FORMAT = "cnnmrf-calibration-v1"
 NOSE, TORSO = JOINT_NAMES.index("nose"), JOINT_NAMES.index("torso")
-NUM_PERSON_FEATURES = 5 * len(JOINT_NAMES) + 4
+NUM_PERSON_FEATURES = 5 * len(JOINT_NAMES) + 5
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -76,16 +77,37 @@ def expected_calibration_error(probability: np.ndarray, outcome: np.ndarray, bin
     return float(gaps.sum() / counts.sum())
 
 
-def person_features(detector: Joints, spatial: Joints, boxes: np.ndarray) -> np.ndarray:
+def face_at_nose(nose: np.ndarray, boxes: np.ndarray, faces: Sequence[np.ndarray]) -> np.ndarray:
+    """Whether a face was found where each predicted person's nose is: a face box centred within a quarter of the
+    torso-box height of the nose, 0.25-1.0 torso-box heights wide (FLIC: faces are ~0.5).
+
+    Shapes: nose (N, 2), boxes (N, 4), faces N arrays (M_n, 4) -> (N,) float 0/1.
+    """
+    found = np.zeros(len(nose))
+    for n, (point, box, candidates) in enumerate(zip(nose, boxes, faces)):
+        if len(candidates):
+            height = max(box[3] - box[1], 1e-6)
+            centre = (candidates[:, :2] + candidates[:, 2:]) / 2  # (M, 2)
+            width = (candidates[:, 2] - candidates[:, 0]) / height  # (M,)
+            near = np.linalg.norm(centre - point, axis=-1) < 0.25 * height
+            found[n] = float((near & (width > 0.25) & (width < 1.0)).any())
+    return found
+
+
+def person_features(
+    detector: Joints, spatial: Joints, boxes: np.ndarray, faces: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
     """What the person verifier sees of the full model's prediction in a torso box.
 
     Per joint and per output (detector, spatial model): the map's peak value and its peak mass (how concentrated the
     map is, :class:`cnnmrf.inference.crops.Joints`); how far apart the two outputs put the joint (in box heights,
     capped at 1: the spatial model moving a joint far means its prior disagrees with the evidence). Then body
     proportions of the spatial joints, in box heights: shoulder width, shoulder-to-hip length, nose height above the
-    shoulders, and the torso joint's distance from the box centre.
+    shoulders, and the torso joint's distance from the box centre; and whether a face was found at the nose
+    (:func:`face_at_nose`; ``faces`` None: none searched).
 
-    Shapes: (N, K, ...) joints of each output, boxes (N, 4), all in original pixels -> (N, 5K + 4).
+    Shapes: (N, K, ...) joints of each output, boxes (N, 4), all in original pixels, faces N arrays (M_n, 4) ->
+    (N, 5K + 5).
     """
     lsho, rsho, lhip, rhip = TORSO_PARTS
     points = spatial.joints  # (N, K, 2)
@@ -106,9 +128,9 @@ def person_features(detector: Joints, spatial: Joints, boxes: np.ndarray) -> np.
         )
         / height
     )  # (N, 4)
-    return np.concatenate(
-        [detector.scores, spatial.scores, detector.peak_mass, spatial.peak_mass, moved, np.clip(body, -3, 3)], axis=-1
-    )
+    face = face_at_nose(points[:, NOSE], boxes, faces if faces is not None else [np.zeros((0, 4))] * len(boxes))
+    parts = [detector.scores, spatial.scores, detector.peak_mass, spatial.peak_mass, moved, np.clip(body, -3, 3)]
+    return np.concatenate([*parts, face[:, None]], axis=-1)
 
 
 @dataclass

@@ -94,11 +94,12 @@ class Candidates:
     proposals: list[Proposal]  # where each came from (its box before re-fitting)
     boxes: np.ndarray  # (N, 4) the final (re-fitted) torso boxes, original pixels
     sets: dict[str, Joints]  # per model output ("detector", "spatial"): (N, K, 2) joints and (N, K) peak scores
+    faces: list[np.ndarray]  # per candidate: (M, 4) the faces found in its photo
 
     def features(self) -> np.ndarray:
         """(N, F) :func:`person_features` (without a spatial model the detector's output stands in for it)."""
         detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
-        return person_features(detector, spatial, self.boxes)
+        return person_features(detector, spatial, self.boxes, self.faces)
 
 
 @dataclass
@@ -119,10 +120,15 @@ class PosePredictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: Path, device: str = "auto", precision: Precision | str = Precision.auto, **options: Any
+        cls,
+        path: Path,
+        device: str = "auto",
+        precision: Precision | str = Precision.auto,
+        calibrated: bool = True,
+        **options: Any,
     ) -> PosePredictor:
-        """Load a checkpoint (its model, crop geometry and calibration) onto ``device``; ``options`` set the other
-        fields.
+        """Load a checkpoint (its model, crop geometry and, unless not ``calibrated``, its calibration) onto
+        ``device``; ``options`` set the other fields.
 
         Raises:
             CnnmrfError: missing or foreign checkpoint, one without crop geometry, or a malformed calibration.
@@ -131,7 +137,7 @@ class PosePredictor:
         prep = preprocess_from_checkpoint(state, Path(path))
         model = model_from_checkpoint(state).eval()
         calibration = None
-        if state.get("calibration") is not None:
+        if calibrated and state.get("calibration") is not None:
             try:
                 calibration = Calibration.from_dict(state["calibration"])
             except ValueError as err:
@@ -153,13 +159,23 @@ class PosePredictor:
             return self.min_score
         return self.calibration.min_score if self.calibration is not None else 0.0
 
-    def propose(self, image: Image.Image, decode_factor: float = 1.0) -> list[Proposal]:
+    def faces(self, image: Image.Image, decode_factor: float = 1.0) -> np.ndarray:
+        """(M, 4) faces in a photo, original pixels (none without a face geometry or with ``search.faces`` off)."""
+        if self.search.faces and self.face_geometry is not None:
+            return detect_faces(image, decode_factor)
+        return np.zeros((0, 4))
+
+    def propose(
+        self, image: Image.Image, decode_factor: float = 1.0, faces: np.ndarray | None = None
+    ) -> list[Proposal]:
         """Torso-box proposals in a photo: the detector's scan and (with a face geometry, from a calibrated checkpoint)
-        faces, the overlapping ones dropped, at most ``search.max_proposals``, faces first, then by scan score."""
+        faces (:meth:`faces` unless given), the overlapping ones dropped, at most ``search.max_proposals``, faces
+        first, then by scan score."""
         with autocast(self.device, self.dtype):
             found = scan_proposals(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
-        if self.search.faces and self.face_geometry is not None:
-            found = face_proposals(detect_faces(image, decode_factor), self.face_geometry) + found
+        faces = self.faces(image, decode_factor) if faces is None else faces
+        if self.face_geometry is not None:
+            found = face_proposals(faces, self.face_geometry) + found
         if not found:
             return []
         priority = np.array([(p.source == "face", p.score) for p in found], dtype=[("face", bool), ("s", float)])
@@ -183,9 +199,10 @@ class PosePredictor:
         sizes = [(round(im.size[0] * f), round(im.size[1] * f)) for im, f in images]
         owner: list[int] = []  # the image each candidate box belongs to
         proposals: list[Proposal] = []
+        faces = [self.faces(image, factor) for image, factor in images]  # (M, 4) each: proposals, and evidence
         for i, ((image, factor), box) in enumerate(zip(images, boxes, strict=True)):
             if box is None:
-                found = self.propose(image, factor)
+                found = self.propose(image, factor, faces[i])
             else:
                 check_box(box, sizes[i])
                 found = [Proposal(np.asarray(box, dtype=np.float64), 0.0, "given")]
@@ -202,7 +219,10 @@ class PosePredictor:
             for name, joints in again.items():
                 for field_now, field_again in zip(sets[name], joints):  # joints, scores, peak_mass
                     field_now[searched] = field_again
-        return Candidates(np.array(owner, dtype=np.int64), proposals, np.array(current).reshape(-1, 4), sets)
+        face_boxes = [faces[i] for i in owner]
+        return Candidates(
+            np.array(owner, dtype=np.int64), proposals, np.array(current).reshape(-1, 4), sets, face_boxes
+        )
 
     def predict_images(
         self,
@@ -251,7 +271,10 @@ class PosePredictor:
             mine = np.flatnonzero(found.owner == i)
             if len(mine) == 0:
                 continue
-            kept = mine[non_maximum_suppression(found.boxes[mine], rank[mine], self.search.person_overlap)]
+            search = self.search
+            kept = mine[
+                non_maximum_suppression(found.boxes[mine], rank[mine], search.person_overlap, search.person_inside)
+            ]
             if found.proposals[mine[0]].source != "given":
                 # searched: keep the likely people; uncalibrated, only the best (its score has no meaning)
                 kept = kept[score[kept] >= self.threshold] if score is not None else kept[:1]

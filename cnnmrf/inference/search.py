@@ -48,7 +48,8 @@ class SearchConfig:
     max_proposals: int = 4  # proposals verified by the full model per photo (the best by scan score, faces first)
     proposal_overlap: float = 0.5  # proposals overlapping a better one more than this (IoU) are dropped unverified
     refine_steps: int = 1  # times each proposal's box is re-fitted to its predicted torso and predicted again
-    person_overlap: float = 0.3  # verified people overlapping a more likely one more than this (IoU) are merged
+    person_overlap: float = 0.3  # verified people overlapping a more likely one more than this (IoU) are merged ...
+    person_inside: float = 0.7  # ... as are those lying this much (share of the smaller box) inside a likelier one
 
 
 @dataclass
@@ -98,19 +99,31 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
+def non_maximum_suppression(
+    boxes: np.ndarray, scores: np.ndarray, overlap: float, containment: float = 1.0
+) -> np.ndarray:
     """Greedy NMS: visit boxes best score first, keep one unless it overlaps an already kept box more than
-    ``overlap`` (IoU).
+    ``overlap`` (IoU) or lies inside one by more than ``containment`` of its own area (1: never).
 
     Shapes: boxes (N, 4), scores (N,) -> kept indices (M,), best first.
     """
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     iou = box_iou(boxes, boxes)  # (N, N)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)  # (N,)
+    inter = iou * (area[:, None] + area[None, :]) / (1 + iou)  # (N, N) intersection areas
+    inside = inter / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-12)  # (N, N) share of the smaller
     kept: list[int] = []
     for i in order:
-        if all(iou[i, j] <= overlap for j in kept):
+        if all(iou[i, j] <= overlap and inside[i, j] <= containment for j in kept):
             kept.append(int(i))
     return np.array(kept, dtype=np.int64)
+
+
+def merge_people(boxes: np.ndarray, scores: np.ndarray, config: SearchConfig) -> np.ndarray:
+    """Indices of the people kept when overlapping ones are merged (:func:`non_maximum_suppression` with the
+    config's ``person_overlap`` and ``person_inside``). Shapes: (N, 4), (N,) -> (M,), likeliest first."""
+    return non_maximum_suppression(boxes, scores, config.person_overlap, config.person_inside)
 
 
 def search_heights(image_height: float, config: SearchConfig) -> np.ndarray:
