@@ -178,7 +178,7 @@ def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((out / "astronaut.json").read_text()) == doc
-    assert "1 image(s): 1 people found in 1, 0 failed" in " ".join(done.stdout.split())
+    assert "1 image(s): 1 person found in 1, 0 failed" in " ".join(done.stdout.split())
     # an expected failure: one error line on stderr, exit status 1, no traceback
     missing = [str(installed_script()), "predict", str(astronaut), str(out / "missing.png"), "--out", str(out)]
     done = subprocess.run(missing, capture_output=True, text=True, env=env, timeout=300)

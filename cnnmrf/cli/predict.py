@@ -223,7 +223,8 @@ def predict(
                             console.print(_joint_table(person, number))
         if not json_lines:
             console.print(
-                f"{done + failed} image(s): {people} people found in {done}, {failed} failed; outputs in {plain(out)}",
+                f"{done + failed} image(s): {people} {'person' if people == 1 else 'people'} found in {done}, "
+                f"{failed} failed; outputs in {plain(out)}",
                 soft_wrap=True,
             )
         if failed:
@@ -237,7 +238,8 @@ def _summary(prediction: ImagePrediction, files: tuple[Path, Path]) -> str:
     else:
         found = ", ".join(
             f"{'person' if len(prediction.people) == 1 else f'#{n}'} "
-            f"{'' if p.score is None else f'score {p.score:.2f} '}({SOURCE_LABELS[p.source]})"
+            f"{'' if p.score is None else f'score {p.score:.2f} '}"
+            f"({SOURCE_LABELS[p.source]}, torso box {','.join(f'{v:.0f}' for v in p.box)})"
             for n, p in enumerate(prediction.people, 1)
         )
     return f"[bold]{plain(prediction.file)}[/]: {found} -> {plain(files[0])}, {plain(files[1])}"
@@ -247,8 +249,7 @@ def _joint_table(person: Person, number: int) -> Table:
     """Rich table of one person's joints (x, y, calibrated score) in original-image pixels."""
     from rich.table import Table
 
-    box = ",".join(f"{v:.0f}" for v in person.box)
-    table = Table(title=f"person {number}, torso box {box}", title_justify="left")
+    table = Table(title=f"person {number}", title_justify="left")
     for name in ("joint", "x", "y", "score"):
         table.add_column(name, justify="left" if name == "joint" else "right")
     scores = person.joint_scores if person.joint_scores is not None else [None] * len(JOINT_NAMES)
