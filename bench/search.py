@@ -31,7 +31,7 @@ HELD_OUT_PHOTOS = ("coffee", "chelsea", "brick", "rocket")  # person-free photos
 
 
 def draw_flagged_regions(
-    sample: SearchSample, scores: np.ndarray, threshold: float, flic: FlicSource, path: Path, most: int = 30
+    sample: SearchSample, scores: np.ndarray, threshold: float, flic: FlicSource, path: Path, most: int = 80
 ) -> None:
     """Tile the frames whose person-free region got a person reported (region yellow, annotated torso boxes green,
     the reported box red), likeliest first, to check by eye whether an unannotated person is there."""
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--flic", type=Path, default=Path(__file__).resolve().parents[2] / "shared/flic/FLIC")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a calibrated checkpoint (default: bundled)")
     parser.add_argument("-n", type=int, default=200, help="random test frames (seed 0); 0: all")
-    parser.add_argument("--clutter", type=int, default=40, help="synthetic person-free images (seed 1)")
+    parser.add_argument("--clutter", type=int, default=40, help="synthetic person-free images (seed 7)")
     parser.add_argument("--flagged-png", type=Path, default=None, help="draw the regions where a person is reported")
     args = parser.parse_args()
     if not args.data.is_file() or not (args.flic / "images").is_dir():
@@ -81,7 +81,7 @@ def main() -> None:
     if args.n:
         rows = np.sort(np.random.default_rng(0).choice(total, min(args.n, total), replace=False))
     frames = split_frames(args.data, "test", rows)
-    clutter = synthetic_clutter(args.clutter, seed=1) + [
+    clutter = synthetic_clutter(args.clutter, seed=7) + [  # calibrate draws with seeds 0 and 1
         Image.fromarray(getattr(samples, name)()).convert("RGB") for name in HELD_OUT_PHOTOS
     ]
     start = time.perf_counter()
@@ -94,21 +94,43 @@ def main() -> None:
         draw_flagged_regions(sample, scores, threshold, flic, args.flagged_png)
 
     # PCK@0.2 of each annotated person: the likeliest reported person whose box matches theirs (all joints wrong if
-    # none), against the model's prediction in their annotated box.
-    searched, given = [], []
-    for kept, frame in zip(reported(sample, scores, threshold, predictor.search), sample.truth):
-        if frame is None:
-            continue
-        hits = matches_person(sample.boxes[kept], frame.boxes)  # (M, P)
-        image, factor = load_image(flic.read_image_bytes(frame.file))
-        boxed = predictor.predict_images([(image, factor)] * len(frame.boxes), list(frame.boxes))
-        for person in range(len(frame.boxes)):
-            truth = frame.joints[person][None]  # (1, K, 2)
-            given.append(normalized_distances(boxed[person].people[0].joints[None], truth)[0] <= 0.2)
-            match = kept[hits[:, person]]
-            found = sample.found_joints[match[0]][None] if len(match) else np.full_like(truth, np.inf)
-            searched.append(normalized_distances(found, truth)[0] <= 0.2)
-    pck_search, pck_given = float(np.mean(searched)), float(np.mean(given))
+    # none), against the model's prediction in their annotated box; at the default threshold and a few others.
+    boxed = {}  # photo -> (P,) per annotated person: joints correct at 0.2 with the annotated box given
+    for p, frame in enumerate(sample.truth):
+        if frame is not None:
+            image, factor = load_image(flic.read_image_bytes(frame.file))
+            given = predictor.predict_images([(image, factor)] * len(frame.boxes), list(frame.boxes))
+            joints = np.stack([g.people[0].joints for g in given])  # (P, K, 2)
+            boxed[p] = normalized_distances(joints, frame.joints) <= 0.2  # (P, K)
+    pck_given = float(np.mean(np.concatenate(list(boxed.values()))))
+
+    def pck_with_search(at: float) -> float:
+        correct = []
+        for p, kept in enumerate(reported(sample, scores, at, predictor.search)):
+            frame = sample.truth[p]
+            if frame is None:
+                continue
+            hits = matches_person(sample.boxes[kept], frame.boxes)  # (M, P)
+            for person in range(len(frame.boxes)):
+                match = kept[hits[:, person]]
+                found = (
+                    sample.found_joints[match[0]][None]
+                    if len(match)
+                    else np.full((1, *frame.joints[person].shape), np.inf)
+                )
+                correct.append(normalized_distances(found, frame.joints[person][None])[0] <= 0.2)
+        return float(np.mean(correct))
+
+    pck_search = pck_with_search(threshold)
+    curve = {}
+    for at in sorted({0.3, 0.4, 0.45, 0.5, 0.6, 0.7, threshold}):
+        m = search_metrics(sample, scores, at, predictor.search)
+        curve[f"{at:.2f}"] = {
+            "people_found": round(m["people_found"], 4),
+            "pck_ratio": round(pck_with_search(at) / pck_given, 4),
+            "false_people_rate_person_free_photos": round(m["false_people_rate"], 4),
+            "regions_with_a_person_reported": round(m["region_people_rate"], 4),
+        }
 
     _, joint_samples = fit_joint_calibration(predictor, args.data, "test", rows)  # test crops, given boxes
     joint_ece = {
@@ -132,6 +154,7 @@ def main() -> None:
         "person_score_ece": round(metrics["person_score_ece"], 4),
         "joint_score_ece": {k: round(v, 4) for k, v in joint_ece.items()},
         "search_seconds_per_photo": round(seconds / max(len(sample.truth), 1), 3),
+        "by_threshold": curve,
     }
     for key, value in result.items():
         print(f"{key:28s} {value}")

@@ -27,11 +27,11 @@ def calibrate(
     max_frames: Annotated[int, typer.Option(help="Validation frames searched (0: all; fewer is faster).", min=0)] = 0,
     clutter: Annotated[
         int, typer.Option(help="Person-free photos added as negatives (half synthetic, half scikit-image's).", min=0)
-    ] = 80,
+    ] = 200,
     max_false_rate: Annotated[
         float,
         typer.Option(help="The default --min-score lets at most this share of person-free images get a person.", min=0),
-    ] = 0.03,
+    ] = 0.05,
     device: DeviceOpt = Device.auto,
     force: Force = False,
 ) -> None:
@@ -62,7 +62,7 @@ def calibrate(
         f"fitted on {report['frames']} validation frames ({report['candidates']} candidates, {report['positives']} "
         f"people; {report['faces_matched']} faces matched) and {report['joint_rows']} crops\n"
         f"default --min-score {calibration.min_score:.2f}: annotated people found {100 * at['people_found']:.1f}%, "
-        f"person-free photos with a false person {100 * at['false_people_rate']:.1f}%, "
+        f"held-out person-free photos with a false person {100 * at['false_people_rate']:.1f}%, "
         f"person-score ECE {at['person_score_ece']:.3f}; joint-score ECE {ece} (validation: in-sample)\n"
         f"wrote {plain(out)}",
         soft_wrap=True,

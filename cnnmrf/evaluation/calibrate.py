@@ -10,8 +10,8 @@ Everything is fitted on the validation rows of the training split (held out from
    person, negative when it lies on one without matching; boxes away from the annotated people are left out, as FLIC
    leaves many people unannotated) and in person-free photos (:func:`person_free_photos`, all negative); a logistic
    regression on :func:`cnnmrf.inference.calibration.person_features`;
-4. **default --min-score**: the smallest threshold at which at most ``max_false_rate`` of the person-free photos get a
-   person.
+4. **default --min-score**: the smallest threshold at which at most ``max_false_rate`` of other person-free photos
+   (half as many, drawn with ``seed + 1``, not fitted on) get a person.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class CalibrateOptions:
     val_fraction: float = 0.1  # the training run's validation share (TrainConfig.val_fraction)
     seed: int = 0  # the training run's --seed, which drew the validation rows
     max_frames: int = 0  # validation frames used for faces and the verifier (0: all)
-    clutter: int = 80  # person-free photos added as negatives (half synthetic, half crops of scikit-image's)
-    max_false_rate: float = 0.03  # the default --min-score lets at most this share of person-free images get a person
+    clutter: int = 200  # person-free photos added as negatives (half synthetic, half crops of scikit-image's)
+    max_false_rate: float = 0.05  # the default --min-score lets at most this share of person-free photos get a person
 
 
 def fit_joint_calibration(
@@ -248,6 +248,8 @@ def fit_calibration(
     clutter = person_free_photos(options.clutter, options.seed)
     progress = None if on_progress is None else lambda done, total: on_progress("search", done, total)
     sample = search_sample(searching, flic, frames, clutter, on_progress=progress)
+    # the threshold's false-person rate is measured on other person-free photos than the verifier is fitted on
+    check = search_sample(searching, flic, [], person_free_photos(options.clutter // 2, options.seed + 1))
     labelled = np.isfinite(sample.labels)
     positives, negatives = int((sample.labels[labelled] == 1).sum()), int((sample.labels[labelled] == 0).sum())
     if positives < 5 or negatives < 5:
@@ -258,7 +260,15 @@ def fit_calibration(
         )
     verifier = PersonVerifier.fit(sample.features[labelled], sample.labels[labelled])
     scores = verifier.probability(sample.features)
-    by_threshold = {float(t): search_metrics(sample, scores, t, predictor.search) for t in THRESHOLDS}
+    check_scores = verifier.probability(check.features) if len(check.labels) else np.zeros(0)
+    by_threshold = {
+        float(t): {
+            **search_metrics(sample, scores, t, predictor.search),
+            "false_people_rate": search_metrics(check, check_scores, t, predictor.search)["false_people_rate"],
+            "clutter_photos": len(check.kinds),
+        }
+        for t in THRESHOLDS
+    }
     allowed = [t for t, m in by_threshold.items() if m["false_people_rate"] <= options.max_false_rate]
     min_score = min(allowed) if allowed else float(THRESHOLDS[-1])
     report = {
