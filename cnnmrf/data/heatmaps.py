@@ -52,7 +52,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, refine: bool = True) -> tuple[torch.
     py, px = arg // width, arg % width
     coords = torch.stack([px, py], dim=-1).to(heatmaps.dtype if heatmaps.is_floating_point() else torch.float32)
     if refine:
-        coords = coords + _parabola_offsets(heatmaps, px, py)
+        coords = coords + parabola_offsets(heatmaps, px, py)
     return coords, scores
 
 
@@ -62,8 +62,9 @@ def _value_at(flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, size: tuple[
     return flat.gather(-1, (y.clamp(0, height - 1) * width + x.clamp(0, width - 1)).unsqueeze(-1)).squeeze(-1)
 
 
-def _parabola_offsets(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """(..., K, 2) sub-pixel offsets in [-0.5, 0.5] from neighbours of the integer peak (0 at borders)."""
+def parabola_offsets(heatmaps: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """(..., K, 2) sub-pixel offsets in [-0.5, 0.5] of integer peaks (..., K) of (..., K, H, W) maps: a parabola
+    through each peak and its two neighbours per axis (0 at borders)."""
     *lead, height, width = heatmaps.shape
     flat = heatmaps.reshape(*lead, height * width)
 

@@ -84,5 +84,5 @@ def save_prediction(prediction: ImagePrediction, image: Image.Image, json_path: 
         ) from err
     buffer = io.BytesIO()
     joints = np.array([person.joints for person in prediction.people]).reshape(-1, len(JOINT_NAMES), 2)  # (P, K, 2)
-    draw_pose(image, joints).save(buffer, format="PNG", compress_level=1)  # level 1: 3x faster, ~1.3x larger
+    draw_pose(image, joints).save(buffer, format="PNG", compress_level=1)  # vs. level 6: 3x faster, 10% larger
     atomic_write_files({png_path: buffer.getvalue(), json_path: document.encode()})

@@ -26,6 +26,7 @@ from cnnmrf.inference.search import (
     Proposal,
     SearchConfig,
     box_from_joints,
+    merge_people,
     non_maximum_suppression,
     scan_proposals,
 )
@@ -178,9 +179,7 @@ class PosePredictor:
             found = face_proposals(faces, self.face_geometry) + found
         if not found:
             return []
-        priority = np.array([(p.source == "face", p.score) for p in found], dtype=[("face", bool), ("s", float)])
-        order = np.argsort(priority, order=("face", "s"))[::-1]  # faces first (largest first), then scan score
-        ranked = [found[i] for i in order]
+        ranked = sorted(found, key=lambda p: (p.source == "face", p.score), reverse=True)  # faces (largest) first
         kept = non_maximum_suppression(
             np.stack([p.box for p in ranked]), -np.arange(len(ranked), dtype=np.float64), self.search.proposal_overlap
         )
@@ -196,7 +195,7 @@ class PosePredictor:
         Raises:
             CnnmrfError: a given box lies outside its image.
         """
-        sizes = [(round(im.size[0] * f), round(im.size[1] * f)) for im, f in images]
+        sizes = _original_sizes(images)
         owner: list[int] = []  # the image each candidate box belongs to
         proposals: list[Proposal] = []
         faces = [self.faces(image, factor) for image, factor in images]  # (M, 4) each: proposals, and evidence
@@ -213,8 +212,9 @@ class PosePredictor:
         searched = [c for c, p in enumerate(proposals) if p.source != "given"]
         for _ in range(self.search.refine_steps if searched else 0):
             # The proposals' scale and position are coarse: re-fit each box to its predicted torso, predict again.
+            predicted = final_joints(sets).joints  # (N, K, 2)
             for c in searched:
-                current[c] = box_from_joints(final_joints(sets).joints[c], current[c], sizes[owner[c]])
+                current[c] = box_from_joints(predicted[c], current[c], sizes[owner[c]])
             again = self._predict_boxes([images[owner[c]] for c in searched], [current[c] for c in searched])
             for name, joints in again.items():
                 for field_now, field_again in zip(sets[name], joints):  # joints, scores, peak_mass
@@ -245,7 +245,7 @@ class PosePredictor:
             CnnmrfError: a given box lies outside its image.
         """
         files = list(files) if files is not None else [""] * len(images)
-        sizes = [(round(im.size[0] * f), round(im.size[1] * f)) for im, f in images]
+        sizes = _original_sizes(images)
         found = self.candidates(images, boxes)
         people = self._people(found, sizes)
         return [ImagePrediction(file, size, people[i]) for i, (file, size) in enumerate(zip(files, sizes))]
@@ -271,10 +271,7 @@ class PosePredictor:
             mine = np.flatnonzero(found.owner == i)
             if len(mine) == 0:
                 continue
-            search = self.search
-            kept = mine[
-                non_maximum_suppression(found.boxes[mine], rank[mine], search.person_overlap, search.person_inside)
-            ]
+            kept = mine[merge_people(found.boxes[mine], rank[mine], self.search)]
             if found.proposals[mine[0]].source != "given":
                 # searched: keep the likely people; uncalibrated, only the best (its score has no meaning)
                 kept = kept[score[kept] >= self.threshold] if score is not None else kept[:1]
@@ -347,6 +344,11 @@ class PosePredictor:
             target = self.torso_px / max(float(torso), 1.0)
         image, factor = load_image(data, target)
         return self.predict_image(image, factor, box, str(path)), image
+
+
+def _original_sizes(images: Sequence[tuple[Image.Image, float]]) -> list[tuple[int, int]]:
+    """(width, height) of each photo before its decode factor shrank it."""
+    return [(round(image.size[0] * factor), round(image.size[1] * factor)) for image, factor in images]
 
 
 def _prefiltered(image: Image.Image, factor: float, scale: float) -> tuple[Image.Image, float]:

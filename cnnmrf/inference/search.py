@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnmrf.data.geometry import heatmap_to_input
+from cnnmrf.data.heatmaps import parabola_offsets
 from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 from cnnmrf.models.detector import PartDetector
 
@@ -194,9 +195,11 @@ def scan_proposals(
         logits = logits[:, : -(-size[1] // stride), : -(-size[0] // stride)]  # (K, H, W): drop the padding
         scores = person_score_map(logits, radius).cpu()  # (H, W)
         fx, fy = size[0] / width, size[1] / height  # actual resize factors per axis
-        for peak in local_peaks(scores, config.peaks_per_scale, max(1, radius // 2)):
-            px, py = (int(v) for v in peak)
-            qx, qy = heatmap_to_input(_sub_pixel(scores.numpy(), px, py), stride)  # resized-image pixels
+        peaks = local_peaks(scores, config.peaks_per_scale, max(1, radius // 2))  # (M, 2)
+        maps = scores.expand(len(peaks), *scores.shape)  # (M, H, W): one map per peak
+        subpixel = peaks.double() + parabola_offsets(maps, peaks[:, 0], peaks[:, 1]).double()  # (M, 2)
+        for (px, py), point in zip(peaks.tolist(), subpixel.numpy()):
+            qx, qy = heatmap_to_input(point, stride)  # resized-image pixels
             # resized -> decoded -> original pixels (integer pixel centres throughout), clipped: the last heatmap
             # cells reach a few resized pixels past the image edge
             cx = float(np.clip(decode_factor * (qx + 0.5) / fx - 0.5, 0, width * decode_factor - 1))
@@ -204,17 +207,3 @@ def scan_proposals(
             score = float(scores[py, px])
             proposals.append(Proposal(torso_box(cx, cy, torso_px * decode_factor / fy), score, "scan"))
     return proposals
-
-
-def _sub_pixel(scores: np.ndarray, x: int, y: int) -> np.ndarray:
-    """(2,) sub-pixel (x, y) of the peak at integer (x, y) of a (H, W) map: a parabola through it and its two
-    neighbours on each axis (offset within +-0.5; none at the border)."""
-    height, width = scores.shape
-    point = np.array([x, y], dtype=np.float64)
-    for axis, (pos, size) in enumerate(((x, width), (y, height))):
-        if 0 < pos < size - 1:
-            before, here, after = (scores[y, x + d] if axis == 0 else scores[y + d, x] for d in (-1, 0, 1))
-            curvature = before - 2 * here + after
-            if curvature < 0:
-                point[axis] += float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
-    return point
