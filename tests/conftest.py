@@ -1,14 +1,18 @@
-"""Shared fixtures: a tiny synthetic FLIC copy (folder and FLIC.zip) and its preprocessed HDF5 file."""
+"""Shared fixtures: the precision every test runs at, a tiny synthetic FLIC copy (folder and FLIC.zip) and its
+preprocessed HDF5 file."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from cnnmrf import devices
 from cnnmrf.data.format import PreprocessConfig
+from cnnmrf.devices import Precision
 from tests.fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic
 
 
@@ -19,6 +23,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The arithmetic `--precision auto` resolves to in every test, whatever this CPU has: fp32 unless the environment says
+# CNNMRF_TEST_PRECISION=bf16 (.ci/run runs the suite once more that way, so the bf16 path is exercised on every
+# machine, emulated where the CPU has no bf16 units).
+TEST_PRECISION = Precision(os.environ.get("CNNMRF_TEST_PRECISION", "fp32"))
+
+
+@pytest.fixture(autouse=True)
+def pinned_precision(monkeypatch: pytest.MonkeyPatch) -> Precision:
+    """Pin what ``auto`` means (in this process) to :data:`TEST_PRECISION` by presenting a CPU with or without bf16
+    units; tests that need a precision of their own pass it explicitly."""
+    flags = {"avx512_bf16"} if TEST_PRECISION is Precision.bf16 else set()
+    monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: set(flags))
+    return TEST_PRECISION
 
 
 @pytest.fixture(scope="session")

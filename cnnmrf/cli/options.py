@@ -26,3 +26,10 @@ CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c", help="Checkpoint (.pt); default: the bundled FLIC-trained weights."),
 ]
+
+
+def check_fraction(value: float | None) -> float | None:
+    """Typer callback for a share such as ``--val-fraction``: at least 0 and below 1 (NaN is refused too)."""
+    if value is not None and not 0.0 <= value < 1.0:
+        raise typer.BadParameter(f"must be at least 0 and below 1, not {value}")
+    return value
