@@ -51,13 +51,15 @@ class ImagePrediction:
     file: str
     image_size: tuple[int, int]  # (width, height) of the original image
     people: list[Person]
+    precision: str = "fp32"  # the person search's arithmetic, fp32 or bf16 (people are scored in fp32 either way)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form: format, file, image_size, people (see :meth:`Person.to_dict`)."""
+        """JSON form: format, file, image_size, precision, people (see :meth:`Person.to_dict`)."""
         return {
             "format": PREDICTION_FORMAT,
             "file": self.file,
             "image_size": list(self.image_size),
+            "precision": self.precision,
             "people": [person.to_dict() for person in self.people],
         }
 

@@ -113,7 +113,9 @@ class PosePredictor:
     use_spatial: bool = True  # report the spatial model's joints (if the model has one), else the detector's
     flip_test: bool = False  # average with the mirrored crop
     search: SearchConfig = field(default_factory=SearchConfig)
-    dtype: torch.dtype = torch.float32  # the detector's arithmetic: float32 or bfloat16 (autocast)
+    # The person search's arithmetic, float32 or bfloat16 (autocast): the scan over the whole photo. Candidates are
+    # always predicted, re-fitted and scored in float32, so people, joints and scores do not depend on it.
+    dtype: torch.dtype = torch.float32
     calibration: Calibration | None = None  # person and joint score maps (None: raw scores, the best proposal only)
     min_score: float | None = None  # people below this P(person) are dropped (None: the calibration's default)
     max_people: int | None = None  # at most this many people per photo (None: all above min_score)
@@ -147,6 +149,11 @@ class PosePredictor:
         dtype = resolve_precision(precision, dev).dtype
         faces = None if calibration is None else calibration.faces
         return cls(model.to(dev), prep, dev, dtype=dtype, calibration=calibration, face_geometry=faces, **options)
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16``: the person search's arithmetic (see ``dtype``), as printed and recorded."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     @property
     def torso_px(self) -> float:
@@ -248,7 +255,9 @@ class PosePredictor:
         sizes = _original_sizes(images)
         found = self.candidates(images, boxes)
         people = self._people(found, sizes)
-        return [ImagePrediction(file, size, people[i]) for i, (file, size) in enumerate(zip(files, sizes))]
+        return [
+            ImagePrediction(file, size, people[i], self.precision) for i, (file, size) in enumerate(zip(files, sizes))
+        ]
 
     def person_scores(self, found: Candidates) -> np.ndarray | None:
         """(N,) calibrated P(person) of each candidate, or None without calibration."""
@@ -278,7 +287,7 @@ class PosePredictor:
             limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
             people[i] = [
                 Person(
-                    found.boxes[c],
+                    clip_box(found.boxes[c], size),
                     found.proposals[c].source,
                     np.clip(reported.joints[c], 0, limit),
                     reported.scores[c],
@@ -310,7 +319,7 @@ class PosePredictor:
             use_spatial=True,
             flip_test=self.flip_test,
             decoder=Decoder(sigma=self.preprocess.heatmap_sigma),
-            dtype=self.dtype,
+            dtype=torch.float32,  # what the scores are calibrated on: the same whatever the search's arithmetic
         )
 
     def predict_image(
@@ -344,6 +353,12 @@ class PosePredictor:
             target = self.torso_px / max(float(torso), 1.0)
         image, factor = load_image(data, target)
         return self.predict_image(image, factor, box, str(path)), image
+
+
+def clip_box(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (4,) x1, y1, x2, y2 box clipped to a (width, height) image's pixel centres, 0 to width - 1 and height - 1."""
+    limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
+    return np.clip(box, 0, np.concatenate([limit, limit]))
 
 
 def _original_sizes(images: Sequence[tuple[Image.Image, float]]) -> list[tuple[int, int]]:
