@@ -7,6 +7,9 @@ from pathlib import Path
 from cnnmrf.errors import CnnmrfError
 
 BUNDLED_NAME = "flic_small.pt"
+# The bundled weights' default --min-score (their calibration's ``min_score``), for `cnnmrf predict --help`, which
+# answers without loading torch; a test keeps it equal to the value stored in the checkpoint.
+BUNDLED_MIN_SCORE = 0.35
 
 
 def default_checkpoint() -> Path:

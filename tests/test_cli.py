@@ -30,9 +30,8 @@ def test_help_lists_all_commands() -> None:
 
 def test_predict_and_calibrate_help_document_their_options() -> None:
     output = text(invoke("predict", "--help"))
-    for option in ("--min-score", "--max-people", "--box", "--json", "--out"):
+    for option in ("--min-score", "--max-people", "--box", "--json", "--out", "--force"):
         assert option in output
-    assert "--force" not in output  # a new run replaces an image's outputs
     output = text(invoke("calibrate", "--help"))
     for option in ("--flic", "--out", "--checkpoint", "--max-frames", "--clutter", "--max-false-rate", "--force"):
         assert option in output
@@ -49,6 +48,7 @@ def test_every_command_has_help(command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
     assert f"cnnmrf {command}" in result.output and "Usage" in result.output
+    assert "--debug" in result.output  # after the command's name too
 
 
 def test_preprocess_help_documents_options() -> None:
@@ -147,10 +147,14 @@ def test_preprocess_zip_and_person_centric(tiny_flic_zip: Path, tmp_path: Path) 
         assert h5["train/index"][:].tolist() == [0, 1, 3, 4] and h5["test/index"][:].tolist() == [2, 5]
 
 
-def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
-    result = invoke("--debug", "preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_flag_shows_the_traceback_before_or_after_the_command(tmp_path: Path, where: str) -> None:
+    args = ["preprocess", tmp_path / "nowhere", "--out", tmp_path / "x.h5"]
+    result = invoke("--debug", *args) if where == "before" else invoke(*args, "--debug")
     assert result.exit_code != 0
     assert result.exception is not None and "does not exist" in str(result.exception)
+    without = invoke(*args)  # the next invocation starts without it
+    assert_one_line_error(without, "does not exist")
 
 
 def installed_script() -> Path:
@@ -165,7 +169,8 @@ def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
     astronaut = Path(cnnmrf.__file__).parent / "assets" / "astronaut.png"
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [str(installed_script()), "predict", str(astronaut), "--box", "142,270,288,490", "--out", str(out)]
+    script = [str(installed_script()), "predict", "--precision", "fp32"]
+    command = [*script, str(astronaut), "--box", "142,270,288,490", "--out", str(out)]
     done = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
@@ -173,14 +178,15 @@ def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
     assert person["source"] == "given" and person["box"] == [142, 270, 288, 490] and doc["image_size"] == [512, 512]
     assert list(person["joints"]) == list(JOINT_NAMES)
     assert json.loads((out / "astronaut.json").read_text()) == doc and (out / "astronaut_pose.png").is_file()
-    # a second run replaces the outputs
-    (out / "astronaut.json").write_text("{}")
+    # a second run replaces the outputs predict wrote (here, edited by hand: still a prediction document)
+    (out / "astronaut.json").write_text(json.dumps({**doc, "people": []}))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((out / "astronaut.json").read_text()) == doc
-    assert "1 image(s): 1 person found in 1, 0 failed" in " ".join(done.stdout.split())
+    assert "1 image(s): 1 person found in 1, 0 failed; outputs in" in " ".join(done.stdout.split())
+    assert "(precision fp32)" in done.stdout
     # an expected failure: one error line on stderr, exit status 1, no traceback
-    missing = [str(installed_script()), "predict", str(astronaut), str(out / "missing.png"), "--out", str(out)]
+    missing = [*script, str(astronaut), str(out / "missing.png"), "--out", str(out)]
     done = subprocess.run(missing, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("error:") and "missing.png: no such file" in done.stderr

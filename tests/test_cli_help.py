@@ -55,3 +55,13 @@ def test_every_command_is_checked() -> None:
 def test_preset_choices_are_the_detector_presets() -> None:
     # Preset names the presets itself (cnnmrf.models.detector loads torch): the two lists must agree, in order.
     assert [p.value for p in Preset] == list(DETECTOR_PRESETS)
+
+
+def test_predict_help_shows_the_bundled_weights_default_min_score() -> None:
+    """--help answers without torch, so the bundled weights' stored threshold is a constant: it must stay equal."""
+    from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint
+    from cnnmrf.models.checkpoint import load_checkpoint
+    from tests.helpers import invoke, text
+
+    assert load_checkpoint(default_checkpoint())["calibration"]["min_score"] == BUNDLED_MIN_SCORE
+    assert f"({BUNDLED_MIN_SCORE:g} for the bundled weights)" in text(invoke("predict", "--help"))

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.predict import expand_inputs, output_stems, parse_box
+from cnnmrf.cli.predict import parse_box
+from cnnmrf.cli.predict_files import expand_inputs, output_stems
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.inference.calibration import NUM_PERSON_FEATURES, Calibration, JointCalibration, PersonVerifier
@@ -92,7 +93,7 @@ def check_person(person: dict, size: tuple[int, int]) -> None:
 def read_outputs(out: Path, stem: str, size: tuple[int, int]) -> dict:
     """The JSON written for ``stem``, after checking it and its drawn PNG."""
     data = json.loads((out / f"{stem}.json").read_text())
-    assert list(data) == ["format", "file", "image_size", "people"] and data["format"] == PREDICTION_FORMAT
+    assert list(data) == ["format", "file", "image_size", "precision", "people"] and data["format"] == PREDICTION_FORMAT
     assert data["image_size"] == list(size)
     for person in data["people"]:
         check_person(person, size)
@@ -228,7 +229,6 @@ def test_predict_a_second_run_replaces_the_outputs_and_separates_equal_stems(
         assert (out / f"{stem}_pose.png").read_bytes() != first[f"{stem}_pose.png"]
     assert (out / "notes.txt").read_text() == "mine" and (out / "b.json").read_text() == "{}"
     assert (out / "b_pose.png").read_bytes() == b"not a png"
-    assert invoke(*inputs, "--force").exit_code == 2  # the option is gone: a usage error
 
 
 def test_predict_above_every_person_score_finds_nobody(person: Image.Image, calibrated: Path, tmp_path: Path) -> None:
@@ -364,6 +364,9 @@ def test_expand_inputs_and_stems(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["a.PNG", "b.jpg", "missing.jpg"]
     assert len(problems) == 2 and "matches" in problems[0] and "no images" in problems[1]
     assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.gif")]) == ["a", "a-2", "b", "a-3"]
+    # a renamed image never takes another input's own name, nor one differing only in case (case-insensitive disks)
+    assert output_stems([Path("a/p.jpg"), Path("b/p.jpg"), Path("p-2.jpg")]) == ["p", "p-3", "p-2"]
+    assert output_stems([Path("P.jpg"), Path("x/p.png"), Path("P-2.gif")]) == ["P", "p-3", "P-2"]
 
 
 def test_draw_pose_colours_limbs_by_side() -> None:

@@ -1,9 +1,11 @@
-"""Tests that `cnnmrf predict` writes only complete, consistent output pairs, where it may, and shows names as text;
-and that `cnnmrf evaluate` checks where it writes before its work."""
+"""Tests that `cnnmrf predict` writes only complete, consistent output pairs, where it may (never over another
+image's outputs, nor over a file it did not write without --force), and shows names as text; and that
+`cnnmrf evaluate` checks where it writes before its work."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -20,7 +22,7 @@ from cnnmrf.files import output_folder
 from cnnmrf.inference.outputs import ImagePrediction, Person, save_prediction
 from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
 from tests.fixtures import draw_image, tiny_annotations, tiny_model, write_tiny_checkpoint
-from tests.helpers import assert_one_line_error, invoke
+from tests.helpers import assert_one_line_error, invoke, text
 
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1
 
@@ -150,3 +152,65 @@ def test_evaluate_checks_its_out_before_the_work_and_names_a_full_disk(
     result = invoke("evaluate", tiny_h5, "-c", checkpoint, "-o", tmp_path / "e")
     assert_one_line_error(result, f"cannot write {tmp_path / 'e' / 'metrics.json'}: the disk is full")
     assert not (tmp_path / "e").exists()  # all three files or none (and not the folder it made)
+
+
+def test_images_with_the_same_name_never_share_or_take_another_images_outputs(
+    photo: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """``a/p.jpg b/p.jpg p-2.jpg``: three images, three results (b/p.jpg must not be named after the real p-2.jpg),
+    the same names when run again; and a later run's renamed image never lands on an earlier run's prediction."""
+    for name in ("a/p.jpg", "b/p.jpg", "p-2.jpg", "c/p.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(photo.read_bytes())
+    images = [tmp_path / "a" / "p.jpg", tmp_path / "b" / "p.jpg", tmp_path / "p-2.jpg"]
+    out = tmp_path / "out"
+    for _ in range(2):  # a second run finds the same names: it replaces its own outputs, adds none
+        result = invoke("predict", *images, "-c", checkpoint, "--box", BOX, "-o", out, "--json")
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        files = {p.stem: json.loads(p.read_text())["file"] for p in out.glob("*.json")}
+        assert files == {"p": str(images[0]), "p-3": str(images[1]), "p-2": str(images[2])}
+        assert len(list(out.iterdir())) == 6  # and their three PNGs
+    # another run: c/p.jpg comes second, so it is renamed; p-2 and p-3 hold other images' predictions: it takes p-4
+    result = invoke("predict", images[0], tmp_path / "c" / "p.jpg", "-c", checkpoint, "--box", BOX, "-o", out)
+    assert result.exit_code == 0, result.output
+    files = {p.stem: json.loads(p.read_text())["file"] for p in out.glob("*.json")}
+    assert files == {
+        "p": str(images[0]),
+        "p-2": str(images[2]),
+        "p-3": str(images[1]),
+        "p-4": str(tmp_path / "c/p.jpg"),
+    }
+
+
+def test_files_predict_did_not_write_are_replaced_only_with_force(
+    photo: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A hand-made ``cat.json`` beside ``cat.jpg``, evaluate's ``metrics.json`` when ``metrics.jpg`` is predicted into
+    its folder, a lone ``dog_pose.png``: each of those images fails with one line naming the file and --force, the
+    others are predicted; ``--force`` replaces them."""
+    for name in ("cat.jpg", "metrics.jpg", "dog.jpg"):
+        (tmp_path / name).write_bytes(photo.read_bytes())
+    mine = {
+        "cat.json": b'{"cat": "mine"}\n',
+        "metrics.json": b'{"format": "cnnmrf-metrics-v1", "pck": 0.9}\n',
+        "dog_pose.png": b"\x89PNG my drawing",
+    }
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    images = [tmp_path / n for n in ("cat.jpg", "metrics.jpg", "dog.jpg")]
+    result = predict(photo, checkpoint, tmp_path)  # the photo's own outputs: a.json, a_pose.png
+    assert result.exit_code == 0, result.output
+    result = invoke("predict", *images, photo, "-c", checkpoint, "--box", BOX, "-o", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error:") and "--force" in line for line in lines), lines
+    for line, name in zip(lines, mine):
+        assert f"{tmp_path / name} was not written by cnnmrf predict" in line
+    assert "4 image(s): 1 person found in 1, 3 failed" in text(result)  # a.json replaced: predict wrote it
+    assert {name: (tmp_path / name).read_bytes() for name in mine} == mine
+    assert not (tmp_path / "cat_pose.png").exists() and not (tmp_path / "dog.json").exists()
+    result = invoke("predict", *images, "-c", checkpoint, "--box", BOX, "-o", tmp_path, "--force")
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    for stem in ("cat", "metrics", "dog"):
+        assert json.loads((tmp_path / f"{stem}.json").read_text())["file"] == str(tmp_path / f"{stem}.jpg")
+        assert (tmp_path / f"{stem}_pose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

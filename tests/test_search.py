@@ -1,10 +1,12 @@
-"""Tests of the person search's building blocks: box overlap, non-maximum suppression, peaks and the scan."""
+"""Tests of the person search's building blocks: box overlap, non-maximum suppression, peaks and the scan (and the
+bounds on its work)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnmrf.inference.search import (
     SearchConfig,
@@ -12,8 +14,10 @@ from cnnmrf.inference.search import (
     local_peaks,
     non_maximum_suppression,
     scan_proposals,
+    scan_sizes,
     torso_box,
 )
+from cnnmrf.models.detector import DetectorConfig, PartDetector
 from tests.fixtures import red_blob_photo, torso_finder_model
 
 TORSO_PX = 64 / 3  # the tiny models' training torso height: 64 px inputs, crops 3x the torso box
@@ -76,14 +80,60 @@ def test_local_peaks_finds_two_separated_bumps_best_first() -> None:
 
 @pytest.mark.parametrize("blob", [(60.0, 50.0), (110.0, 80.0), (30.0, 30.0)])
 def test_scan_proposals_put_the_best_proposal_on_the_red_blob(blob: tuple[float, float]) -> None:
-    """With a detector that takes red for a torso, the best-scored proposal sits on the red blob, wherever it is."""
+    """With a detector that takes red for a torso, the best-scored proposal sits on the red blob, wherever it is: on
+    the centre of the heatmap cell holding it (proposals are not refined within a cell; the full model re-fits them)."""
     model = torso_finder_model()
     config = SearchConfig()
     proposals = scan_proposals(model.detector, red_blob_photo(*blob), TORSO_PX, config=config)
     assert 1 <= len(proposals) <= config.peaks_per_scale * config.num_scales
     assert all(p.source == "scan" and np.isfinite(p.box).all() for p in proposals)
     best = max(proposals, key=lambda p: p.score)
-    assert centre(best.box) == pytest.approx(blob, abs=1.5)
     height = best.box[3] - best.box[1]
+    cell = model.detector.config.stride * height / TORSO_PX  # a heatmap cell at that scale, in original pixels
+    assert centre(best.box) == pytest.approx(blob, abs=cell / 2 + 0.1)
     assert 0.16 * 120 * 0.95 <= height <= 0.9 * 120 * 1.05  # one of the searched torso heights
     assert best.box[2] - best.box[0] == pytest.approx(height * 2 / 3)
+
+
+class NeverCalled(torch.nn.Module):
+    """A detector that must not run (the scan should have skipped every scale)."""
+
+    config = DetectorConfig(input_size=64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError(f"the scan ran the detector on a {tuple(x.shape[-2:])} image")
+
+
+def test_the_scan_skips_scales_that_make_no_sense_and_bounds_its_work() -> None:
+    """A 1-pixel-tall photo was enlarged into a 266000x533 image (93 s, 6.5 GB): torsos shorter than
+    ``min_torso_pixels`` are not searched, and no resized photo exceeds ``max_scan_pixels``."""
+    config = SearchConfig()
+    for size in ((500, 1), (100000, 3), (40, 8)):  # every searched torso (0.16 to 0.9 of the height) under 8 pixels
+        assert scan_sizes(size, TORSO_PX, 1.0, config) == []
+        assert scan_proposals(NeverCalled(), Image.new("RGB", size), TORSO_PX, config=config) == []
+    heights = [round(h) for h in 120 * np.geomspace(config.min_fraction, config.max_fraction, config.num_scales)]
+    assert len(scan_sizes((160, 120), TORSO_PX, 1.0, config)) == config.num_scales  # an ordinary photo: all scales
+    assert len(scan_sizes((20, 20), TORSO_PX, 1.0, config)) == 3 and heights[0] * 20 / 120 < 8  # the three >= 8 px
+    # the resized size grows with the aspect ratio alone: a strip's finest scales are skipped
+    strip = SearchConfig(max_scan_pixels=200_000)
+    sizes = scan_sizes((8000, 40), TORSO_PX, 1.0, strip)
+    assert 0 < len(sizes) < config.num_scales and all(w * h <= 200_000 for w, h in sizes)
+
+
+def test_the_scan_pads_tiny_resized_photos_for_a_stride_2_detector() -> None:
+    """A 60x2000 photo resized to 3 pixels wide was padded to 8, which the coarsest pyramid level pooled to nothing
+    ("Output size is too small"): padded sides are now at least what every level can pool."""
+    torch.manual_seed(0)
+    detector = PartDetector(
+        DetectorConfig(
+            input_size=64,
+            bank_channels=(4, 4, 4),
+            head_channels=(4, 4),
+            head_kernel=3,
+            output_stride=2,
+            refine_channels=4,
+        )
+    ).eval()
+    proposals = scan_proposals(detector, red_blob_photo(30, 1000, size=(60, 2000)), TORSO_PX)
+    assert len(proposals) > 0 and all(np.isfinite(p.box).all() for p in proposals)
+    assert all(0 <= centre(p.box)[0] <= 59 and 0 <= centre(p.box)[1] <= 1999 for p in proposals)

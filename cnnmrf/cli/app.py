@@ -1,4 +1,5 @@
-"""The Typer application: the top-level ``--debug`` flag and the commands, each in its own module."""
+"""The Typer application: the top-level ``--debug`` flag (every command takes it after its name too) and the
+commands, each in its own module."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import typer
 
 from cnnmrf.cli import calibrate, evaluate, predict, preprocess, train
 from cnnmrf.cli.console import debug_mode, guarded
+from cnnmrf.cli.options import DebugOpt
 
 app = typer.Typer(
     name="cnnmrf",
@@ -22,8 +24,8 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
-    debug_mode["on"] = debug
+def _main(debug: DebugOpt = False) -> None:
+    debug_mode["on"] = debug  # every invocation starts from here: a command's own --debug can only turn it on
 
 
 app.command("preprocess")(guarded(preprocess.preprocess))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cnnmrf.cli.options import DebugOpt
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.interrupts import check_interrupted, handling_interrupts
 
@@ -33,10 +35,16 @@ def fail(message: str) -> None:
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command so a CnnmrfError prints one line and exits 1 (full traceback with --debug), and Ctrl-C stops
-    it with one line and exit code 130 (see :mod:`cnnmrf.interrupts`)."""
+    it with one line and exit code 130 (see :mod:`cnnmrf.interrupts`).
+
+    The wrapper also takes ``--debug`` after the command's name (:data:`cnnmrf.cli.options.DebugOpt`, added to the
+    signature Typer reads), as the top-level callback does before it.
+    """
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
+        if debug:
+            debug_mode["on"] = True  # the top-level callback, which runs first, reset it for this invocation
         try:
             with handling_interrupts():
                 return command(*args, **kwargs)
@@ -49,6 +57,12 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             fail("interrupted")
             raise typer.Exit(130) from None
 
+    signature = inspect.signature(command, eval_str=True)
+    if "debug" in signature.parameters:
+        raise TypeError(f"{command.__name__} has a parameter named debug: guarded adds its own")
+    debug = inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DebugOpt)
+    parameters = [*signature.parameters.values(), debug]
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return wrapper
 
 

@@ -33,3 +33,9 @@ def check_fraction(value: float | None) -> float | None:
     if value is not None and not 0.0 <= value < 1.0:
         raise typer.BadParameter(f"must be at least 0 and below 1, not {value}")
     return value
+
+
+# Every command takes it after its name too (added by cnnmrf.cli.console.guarded), as well as before it.
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show full tracebacks on errors (before or after the command name).")
+]

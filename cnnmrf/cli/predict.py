@@ -1,18 +1,18 @@
-"""`cnnmrf predict`: find the people in photos and their joints; the command's inputs, `--box` and output files."""
+"""`cnnmrf predict`: find the people in photos and their joints; `--box`, the per-image loop and what it prints (the
+inputs and output names: :mod:`cnnmrf.cli.predict_files`)."""
 
 from __future__ import annotations
 
-import glob
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnmrf.bundled import default_checkpoint
-from cnnmrf.cli.console import console, err_console, fail, plain, progress_bar
+from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint
+from cnnmrf.cli.console import console, debug_mode, err_console, fail, plain, progress_bar
 from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, PrecisionOpt
+from cnnmrf.cli.predict_files import expand_inputs, output_stems, predict_to_files
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.files import output_folder
@@ -24,54 +24,8 @@ if TYPE_CHECKING:  # for annotations only: numpy and torch are imported when the
     from rich.table import Table
 
     from cnnmrf.inference.outputs import ImagePrediction, Person
-    from cnnmrf.inference.photos import PosePredictor
 
 SOURCE_LABELS = {"given": "given box", "scan": "found by the scan", "face": "found from a face"}
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def expand_inputs(args: Sequence[str], skip_dir: Path | None = None) -> tuple[list[Path], list[str]]:
-    """Turn IMAGE arguments (files, folders, glob patterns) into image paths.
-
-    Files are kept as given (even if missing or not images: they fail later, one by one); a folder gives its images
-    (by suffix, sorted, not recursive), skipping earlier ``*_pose.png`` outputs when it is ``skip_dir``; a pattern the
-    shell did not expand is expanded here (sorted). Duplicates are dropped, order is kept.
-
-    Returns:
-        The paths and one message per argument that yielded nothing (an empty folder, a pattern matching nothing).
-    """
-    paths: list[Path] = []
-    problems: list[str] = []
-    for arg in args:
-        path = Path(arg)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if skip_dir is not None and path.resolve() == Path(skip_dir).resolve():
-                found = [p for p in found if not p.name.endswith("_pose.png")]
-            if not found:
-                problems.append(f"{arg}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            paths.extend(found)
-        elif not path.exists() and glob.has_magic(arg):
-            found = sorted(Path(p) for p in glob.glob(arg) if Path(p).is_file())
-            if not found:
-                problems.append(f"{arg}: no file matches this pattern")
-            paths.extend(found)
-        else:
-            paths.append(path)
-    unique = list(dict.fromkeys(paths))
-    return unique, problems
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """Output name stems, one per path: the file stem, with ``-2``, ``-3``... appended when stems repeat."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
-    return stems
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -93,38 +47,6 @@ def parse_box(text: str) -> np.ndarray:
     return box
 
 
-def output_paths(out: Path, stem: str) -> tuple[Path, Path]:
-    """``out/<stem>.json`` and ``out/<stem>_pose.png``."""
-    return out / f"{stem}.json", out / f"{stem}_pose.png"
-
-
-def predict_to_files(
-    predictor: PosePredictor, path: Path, box: np.ndarray | None, out: Path, stem: str
-) -> tuple[ImagePrediction, tuple[Path, Path]]:
-    """Predict one image file and write ``out/<stem>.json`` and ``out/<stem>_pose.png`` (skeletons, full resolution),
-    replacing earlier ones (predictions are derived outputs).
-
-    Args:
-        predictor: the loaded model.
-        path: the image file.
-        box: torso box in original pixels, or None to search for people.
-        out: output folder.
-        stem: output name stem (see :func:`output_stems`).
-
-    Returns:
-        The prediction and the two files written.
-
-    Raises:
-        CnnmrfError: a bad image or box (see :meth:`PosePredictor.predict_file`), or outputs that cannot be written.
-    """
-    from cnnmrf.inference.outputs import save_prediction
-
-    files = output_paths(Path(out), stem)
-    prediction, image = predictor.predict_file(path, box, full_resolution=True)
-    save_prediction(prediction, image, *files)
-    return prediction, files
-
-
 def predict(
     images: Annotated[
         list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
@@ -135,7 +57,7 @@ def predict(
         typer.Option(
             "--out",
             "-o",
-            help="Folder for <name>.json and <name>_pose.png (a new run replaces an image's earlier ones).",
+            help="Folder for <name>.json and <name>_pose.png (a new run replaces the ones predict wrote before).",
         ),
     ] = Path("predictions"),
     box: Annotated[
@@ -149,7 +71,8 @@ def predict(
         float | None,
         typer.Option(
             help="Report searched people whose calibrated person score (a probability) is at least this; "
-            "default: the checkpoint's, chosen on validation frames (0.5 where it has none).",
+            f"default: the checkpoint's, chosen on validation frames ({BUNDLED_MIN_SCORE:g} for the bundled weights). "
+            "Needs a calibrated checkpoint (`cnnmrf calibrate`).",
             min=0.0,
             max=1.0,
         ),
@@ -167,18 +90,27 @@ def predict(
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: DeviceOpt = Device.auto,
     precision: PrecisionOpt = Precision.auto,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace files at the output names that predict did not write (without it, such an image fails).",
+        ),
+    ] = False,
 ) -> None:
     """Find the people in each image and their 10 upper-body joints; write JSON and the drawn skeletons.
 
     Each image gives OUT/<name>.json (docs/prediction-format.md) and OUT/<name>_pose.png; running the command again
-    replaces them. An image with nobody in it is an answer ("people": []), not a failure. Exits 1 if any image failed
+    replaces them, but never a file predict did not write (without --force). Images with the same name get <name>-2,
+    <name>-3... An image with nobody in it is an answer ("people": []), not a failure. Exits 1 if any image failed
     (each failure is one error line; the other images are still processed).
     """
     from cnnmrf.inference.photos import PosePredictor  # torch: loaded when the command runs
 
     torso_box = parse_box(box) if box is not None else None
+    checkpoint = checkpoint or default_checkpoint()
     predictor = PosePredictor.from_checkpoint(
-        checkpoint or default_checkpoint(),
+        checkpoint,
         device.value,
         precision,
         use_spatial=not no_mrf,
@@ -186,6 +118,11 @@ def predict(
         min_score=min_score,
         max_people=max_people,
     )
+    if predictor.calibration is None and min_score is not None:
+        raise CnnmrfError(
+            f"--min-score needs a calibrated checkpoint: {checkpoint} has no person scores (run `cnnmrf calibrate` "
+            "on it; uncalibrated, predict reports the best candidate per image)"
+        )
     if predictor.calibration is None and torso_box is None:
         (err_console if json_lines else console).print(  # --json: stdout holds only the documents
             "note: this checkpoint is not calibrated (`cnnmrf calibrate`): scores are null and only the best "
@@ -200,13 +137,20 @@ def predict(
     # The folder is checked before any work, and held: two runs never mix their outputs; a failed run that created it
     # removes it again if it stayed empty (hence the exit inside the block).
     with output_folder(out, "predict"):
+        stems = output_stems(paths, out)  # looks at what the folder holds: while it is held
         with progress_bar("predict", transient=True, show_rate=True) as on_progress:
-            for count, (path, stem) in enumerate(zip(paths, output_stems(paths))):
+            for count, (path, stem) in enumerate(zip(paths, stems)):
                 check_interrupted()
                 try:
-                    prediction, files = predict_to_files(predictor, path, torso_box, out, stem)
+                    prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
                 except CnnmrfError as err:
                     fail(f"{path}: {err}")
+                    failed += 1
+                    continue
+                except Exception as err:  # a bug or a resource limit in one image never ends the batch
+                    if debug_mode["on"]:
+                        raise
+                    fail(f"{path}: {unexpected(err)}")
                     failed += 1
                     continue
                 finally:
@@ -222,13 +166,23 @@ def predict(
                         for number, person in enumerate(prediction.people, 1):
                             console.print(_joint_table(person, number))
         if not json_lines:
+            # a run that wrote nothing leaves no folder it created behind (see above)
+            where = f"outputs in {plain(out)}" if done else "nothing written"
             console.print(
                 f"{done + failed} image(s): {people} {'person' if people == 1 else 'people'} found in {done}, "
-                f"{failed} failed; outputs in {plain(out)}",
+                f"{failed} failed; {where} (precision {predictor.precision})",
                 soft_wrap=True,
             )
         if failed:
             raise typer.Exit(1)
+
+
+def unexpected(err: Exception) -> str:
+    """One line for an unexpected error in one image: what it was, and how to see more."""
+    if isinstance(err, MemoryError):
+        return "out of memory (--debug shows where)"
+    lines = str(err).strip().splitlines()
+    return f"failed unexpectedly: {type(err).__name__}{': ' + lines[0] if lines else ''} (--debug shows the traceback)"
 
 
 def _summary(prediction: ImagePrediction, files: tuple[Path, Path]) -> str:

@@ -12,6 +12,8 @@ model (:mod:`cnnmrf.inference.photos`); :func:`box_from_joints` re-fits a box to
 
 Limits: an upper-body model, as FLIC's (people seen from roughly hip level up); torso sizes outside the searched range
 and strong rotations are missed; the scale is only known to the search's step (about +-17%), which the re-fit corrects.
+The scan's work is bounded (:func:`scan_sizes`): scales whose torso would be a few pixels tall, or whose resized photo
+too large (only extreme aspect ratios), are skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnmrf.data.geometry import heatmap_to_input
-from cnnmrf.data.heatmaps import parabola_offsets
 from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 from cnnmrf.models.detector import PartDetector
 
@@ -51,6 +52,11 @@ class SearchConfig:
     refine_steps: int = 1  # times each proposal's box is re-fitted to its predicted torso and predicted again
     person_overlap: float = 0.3  # verified people overlapping a more likely one more than this (IoU) are merged ...
     person_inside: float = 0.7  # ... as are those lying this much (share of the smaller box) inside a likelier one
+    # Bounds on the scan's work: a torso this few original pixels tall carries no evidence (a tiny image would be
+    # enlarged hundreds of times), and a resized photo larger than this (an extreme aspect ratio: the resized size is
+    # aspect * (torso_px / torso fraction)^2, whatever the resolution) would take seconds and gigabytes per scale.
+    min_torso_pixels: float = 8.0  # scales whose torso height is shorter than this are skipped
+    max_scan_pixels: int = 2_000_000  # scales whose resized photo has more pixels than this are skipped
 
 
 @dataclass
@@ -132,6 +138,29 @@ def search_heights(image_height: float, config: SearchConfig) -> np.ndarray:
     return np.geomspace(config.min_fraction * image_height, config.max_fraction * image_height, config.num_scales)
 
 
+def scan_sizes(
+    image_size: tuple[int, int], torso_px: float, decode_factor: float, config: SearchConfig
+) -> list[tuple[int, int]]:
+    """The (width, height) the photo is resized to at each scale the scan runs, smallest torso first: each scale of
+    :func:`search_heights` makes its torso height ``torso_px`` pixels tall, except those the config's work bounds skip
+    (a torso under ``min_torso_pixels`` original pixels, or more than ``max_scan_pixels`` resized pixels).
+
+    Args:
+        image_size: (width, height) of the decoded photo.
+        torso_px: torso height the model was trained on, in model-input pixels.
+        decode_factor: original pixels per decoded pixel.
+        config: the searched torso sizes and the work bounds.
+    """
+    width, height = image_size
+    sizes = []
+    for torso_height in search_heights(height * decode_factor, config):
+        factor = torso_px / torso_height * decode_factor  # decoded pixels -> resized pixels
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        if torso_height >= config.min_torso_pixels and size[0] * size[1] <= config.max_scan_pixels:
+            sizes.append(size)
+    return sizes
+
+
 def person_score_map(logits: torch.Tensor, radius: int, torso: int = TORSO) -> torch.Tensor:
     """Torso hypothesis scores: the torso logit plus the mean over the other joints of their best logit nearby.
 
@@ -176,30 +205,32 @@ def scan_proposals(
         device: where the detector lives.
 
     Returns:
-        ``config.peaks_per_scale`` proposals per scale (fewer where the map has fewer peaks), boxes in original pixels.
+        ``config.peaks_per_scale`` proposals per scale (fewer where the map has fewer peaks), boxes in original pixels;
+        none from the scales :func:`scan_sizes` skips.
     """
     config = config or SearchConfig()
     stride = detector.config.stride
-    multiple = stride * 2 ** (detector.config.num_scales - 1)  # every pyramid level must divide evenly
+    multiple = stride * 2 ** (detector.config.num_scales - 1)  # padded sides are a multiple of this ...
+    smallest = 4 * 2 ** (detector.config.num_scales - 1)  # ... and at least this: a bank pools 4x; the coarsest
+    # level's input is smaller still by 2^(num_scales - 1), and must not pool down to nothing
     radius = max(1, round(config.context * torso_px / stride))
     width, height = image.size
     proposals: list[Proposal] = []
-    for torso_height in search_heights(height * decode_factor, config):
-        factor = torso_px / torso_height * decode_factor  # decoded pixels -> resized pixels
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    for size in scan_sizes(image.size, torso_px, decode_factor, config):
         resized = np.array(image.resize(size, Image.BILINEAR), dtype=np.uint8)  # (h, w, 3)
         x = torch.from_numpy(resized).to(device).permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w)
-        pad_h, pad_w = -size[1] % multiple, -size[0] % multiple
+        pad_h, pad_w = (max(-n % multiple, smallest - n) for n in (size[1], size[0]))
         x = F.pad(x, (0, pad_w, 0, pad_h)).contiguous(memory_format=torch.channels_last)  # NHWC: faster on CPUs
         logits = detector(x)[0].float()  # (K, H', W')
         logits = logits[:, : -(-size[1] // stride), : -(-size[0] // stride)]  # (K, H, W): drop the padding
         scores = person_score_map(logits, radius).cpu()  # (H, W)
         fx, fy = size[0] / width, size[1] / height  # actual resize factors per axis
         peaks = local_peaks(scores, config.peaks_per_scale, max(1, radius // 2))  # (M, 2)
-        maps = scores.expand(len(peaks), *scores.shape)  # (M, H, W): one map per peak
-        subpixel = peaks.double() + parabola_offsets(maps, peaks[:, 0], peaks[:, 1]).double()  # (M, 2)
-        for (px, py), point in zip(peaks.tolist(), subpixel.numpy()):
-            qx, qy = heatmap_to_input(point, stride)  # resized-image pixels
+        # Proposals sit on the peak's cell centre, not a sub-pixel refinement of it: the full model re-fits every box
+        # (PosePredictor.candidates), and a sub-pixel offset read off a bfloat16 scan moves with its rounding, which
+        # then changed which people were found (an integer peak is the same in float32 and bfloat16).
+        for px, py in peaks.tolist():
+            qx, qy = heatmap_to_input(np.array([px, py], dtype=np.float64), stride)  # resized-image pixels
             # resized -> decoded -> original pixels (integer pixel centres throughout), clipped: the last heatmap
             # cells reach a few resized pixels past the image edge
             cx = float(np.clip(decode_factor * (qx + 0.5) / fx - 0.5, 0, width * decode_factor - 1))
