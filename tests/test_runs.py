@@ -32,9 +32,36 @@ def test_an_out_that_is_a_file_or_holds_someones_results_is_left_alone(tiny_h5: 
         folder = tmp_path / name.replace(".", "_")
         folder.mkdir()
         (folder / name).write_text("the user's")
-        assert_one_line_error(train(tiny_h5, folder, "--epochs", "1"), f"already holds a run ({name})", "--force")
+        line = assert_one_line_error(train(tiny_h5, folder), f"already holds a run ({name})", "--force")
+        assert "no last.pt" in line and "--resume" not in line  # there is nothing to resume: it says so
+        line = assert_one_line_error(train(tiny_h5, folder, "--epochs", "2", "--resume"), "no run to continue")
+        assert "pass --force instead of --resume" in line
         assert [(p.name, p.read_text()) for p in folder.iterdir()] == [(name, "the user's")]
     assert (tmp_path / "notes.txt").read_text() == "my notes"
+
+
+def test_what_the_run_folder_errors_advise_works(tiny_h5: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    line = assert_one_line_error(train(tiny_h5, run, "--epochs", "2", "--resume"), "does not exist", "drop --resume")
+    assert "--force" not in line and not run.exists()
+    run.mkdir()
+    (run / "best.pt").write_text("a run's best.pt without its last.pt")
+    assert_one_line_error(train(tiny_h5, run, "--epochs", "1"), "no last.pt", "--force")
+    assert train(tiny_h5, run, "--epochs", "1", "--force").exit_code == 0  # --force, as advised, starts afresh
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+    assert_one_line_error(train(tiny_h5, run, "--epochs", "2"), "pass --resume to continue it", "--force")
+    resumed = train(tiny_h5, run, "--epochs", "2", "--resume")  # --resume, as advised now that there is a last.pt
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_val_fraction_is_the_share_held_out(tiny_h5: Path, tmp_path: Path) -> None:
+    result = train(tiny_h5, tmp_path / "half", "--epochs", "1", "--val-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    assert "validation PCK (4 held-out)" in text(result)  # half of the 8 training crops
+    assert load_checkpoint(tmp_path / "half" / "last.pt")["train_config"]["val_fraction"] == 0.5
+    line = assert_one_line_error(train(tiny_h5, tmp_path / "all", "--val-fraction", "0.95"), "holds out all 8")
+    assert "give a smaller one" in line and not (tmp_path / "all").exists()
 
 
 def test_resume_takes_the_runs_options_and_refuses_changes_but_the_safe_ones(

@@ -10,22 +10,42 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cnnmrf.cli.console import console, plain, progress_bar
-from cnnmrf.cli.options import DataPath, DeviceOpt, Force, OutDir, PrecisionOpt
+from cnnmrf.cli.options import DataPath, DeviceOpt, Force, OutDir, PrecisionOpt, check_fraction
 from cnnmrf.training.config import STAGE_DEFAULTS, Loss, Optimizer, Preset, Stage, TrainConfig
 
 if TYPE_CHECKING:
     from cnnmrf.training.loop import TrainProgress
+
+
+def check_finite(value: float) -> float:
+    """Typer callback for a float option: a finite number (a ``min``/``max`` range lets inf through, and NaN too in
+    click's own FloatRange)."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
+
 
 # The settings every stage shares (epochs and lr come from STAGE_DEFAULTS): the class's field defaults, read without
 # making a config (whose augmentations would load torch).
 _D = TrainConfig
 Epochs = Annotated[int, typer.Option(help="Passes over the training examples.", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Examples per step (per process under torchrun).", min=1)]
-Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0)]
-SpatialLr = Annotated[float, typer.Option(help="Peak learning rate of the spatial model (log-space kernels).", min=0.0)]
+Lr = Annotated[float, typer.Option(help="Peak learning rate of the part detector.", min=0.0, callback=check_finite)]
+SpatialLr = Annotated[
+    float,
+    typer.Option(help="Peak learning rate of the spatial model (log-space kernels).", min=0.0, callback=check_finite),
+]
 OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="adam, or sgd with Nesterov momentum.")]
 LossOpt = Annotated[Loss, typer.Option("--loss", help="ce (spatial-softmax cross-entropy) or mse (the paper's).")]
-Seed = Annotated[int, typer.Option(help="Seed for initialisation, split, shuffling and augmentation.")]
+Seed = Annotated[
+    int, typer.Option(help="Seed for initialisation, split, shuffling and augmentation.", min=0, max=2**32 - 1)
+]
+ValFraction = Annotated[
+    float,
+    typer.Option(
+        help="Share of the training split held out for validation (never the test split).", callback=check_fraction
+    ),
+]
 LoaderWorkers = Annotated[int, typer.Option("--workers", "-j", help="DataLoader worker processes.", min=0)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")]
 MaxSteps = Annotated[int, typer.Option(help="Cut each epoch to this many steps (0: full epochs).", min=0)]
@@ -54,6 +74,7 @@ DetectorLossWeight = Annotated[
         help="Weight of the detector's own heatmap loss next to the spatial "
         "model's (0: only the final output is supervised).",
         min=0.0,
+        callback=check_finite,
     ),
 ]
 
@@ -111,7 +132,7 @@ def _run(
     mrf: Path | None = None,
     **options: Any,
 ) -> None:
-    from cnnmrf.training.loop import train  # torch: loaded when a command runs, not for --help
+    from cnnmrf.training.loop import is_main_process, train  # torch: loaded when a command runs, not for --help
 
     if resume:
         options = _with_run_options(ctx, out, options)
@@ -120,6 +141,8 @@ def _run(
         metrics = train(
             config, data, out, detector_ckpt=detector, mrf_ckpt=mrf, resume=resume, force=force, on_progress=display
         )
+    if not is_main_process():  # another process of a torchrun: rank 0 alone validates and reports
+        return
     pck = metrics["val_pck@0.2"]["mean"]
     scored = f"validation mean PCK@0.2 {pck:.1f} at the last epoch" if math.isfinite(pck) else "no validation examples"
     console.print(
@@ -150,6 +173,7 @@ def train_detector(
     optimizer: OptimizerOpt = _D.optimizer,
     loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
+    val_fraction: ValFraction = _D.val_fraction,
     workers: LoaderWorkers = _D.workers,
     device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
@@ -173,6 +197,7 @@ def train_detector(
         optimizer=optimizer,
         loss=loss,
         seed=seed,
+        val_fraction=val_fraction,
         workers=workers,
         device=device,
         precision=precision,
@@ -191,6 +216,7 @@ def train_mrf(
     optimizer: OptimizerOpt = _D.optimizer,
     loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
+    val_fraction: ValFraction = _D.val_fraction,
     workers: LoaderWorkers = _D.workers,
     device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
@@ -213,6 +239,7 @@ def train_mrf(
         optimizer=optimizer,
         loss=loss,
         seed=seed,
+        val_fraction=val_fraction,
         workers=workers,
         device=device,
         precision=precision,
@@ -235,6 +262,7 @@ def train_joint(
     optimizer: OptimizerOpt = _D.optimizer,
     loss: LossOpt = _D.loss,
     seed: Seed = _D.seed,
+    val_fraction: ValFraction = _D.val_fraction,
     workers: LoaderWorkers = _D.workers,
     device: DeviceOpt = _D.device,
     precision: PrecisionOpt = _D.precision,
@@ -261,6 +289,7 @@ def train_joint(
         optimizer=optimizer,
         loss=loss,
         seed=seed,
+        val_fraction=val_fraction,
         workers=workers,
         device=device,
         precision=precision,

@@ -78,7 +78,7 @@ class TrainConfig:
     stage's defaults (:data:`STAGE_DEFAULTS`), so ``TrainConfig(stage="joint")`` is what ``cnnmrf train-joint`` runs.
 
     Raises:
-        CnnmrfError: a choice field holds no valid choice.
+        CnnmrfError: a choice field holds no valid choice, or ``val_fraction`` or ``seed`` is out of range.
     """
 
     stage: Stage = Stage.detector  # what to train
@@ -115,6 +115,10 @@ class TrainConfig:
         self.loss = _choice(Loss, self.loss, "--loss")
         self.device = _choice(Device, self.device, "--device")
         self.precision = _choice(Precision, self.precision, "--precision")
+        if not 0.0 <= self.val_fraction < 1.0:  # NaN fails this too
+            raise CnnmrfError(f"--val-fraction must be at least 0 and below 1, not {self.val_fraction}")
+        if self.seed < 0:
+            raise CnnmrfError(f"--seed must be at least 0, not {self.seed}")
         defaults = STAGE_DEFAULTS[self.stage]
         if self.epochs is None:
             self.epochs = defaults.epochs

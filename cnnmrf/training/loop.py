@@ -86,7 +86,8 @@ def train(
             written) with the epoch number (1-based, as in metrics.jsonl) and the unwrapped model.
 
     Returns:
-        The last epoch's metrics.
+        The last epoch's metrics (rank 0's; {} on the other processes of a torchrun, which neither validate nor
+        write).
 
     Raises:
         CnnmrfError: conflicting options, an --out that cannot hold the run or holds another, a resume that differs
@@ -95,10 +96,15 @@ def train(
     config = replace(config)  # checks the choice fields again (and fills the stage's defaults)
     out = Path(out)
     check_run_folder(config, out, resume, force, detector_ckpt, mrf_ckpt)
-    if int(os.environ.get("RANK", "0")) != 0:  # only the first process writes
+    if not is_main_process():  # only the first process writes
         return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
     with output_folder(out, f"train-{config.stage.value}"):
         return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
+
+
+def is_main_process() -> bool:
+    """Whether this process is the one that reports and writes: the only one, or rank 0 of a torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _train(
@@ -125,6 +131,13 @@ def _train(
         labels = dataset.read("train", ("joints_input", "visible", "index"))
     train_joints, train_visible = labels["joints_input"], labels["visible"]  # (N, K, 2) model-input pixels, (N, K)
     train_rows, val_rows = holdout_rows(n_train, config.val_fraction, config.seed)
+    if len(train_rows) == 0:
+        raise CnnmrfError(
+            f"--val-fraction {config.val_fraction} holds out all {n_train} training examples of {data}, leaving none "
+            f"to train on; give a smaller one"
+            if n_train
+            else f"{data} has no training examples"
+        )
     if config.val_limit:
         val_rows = val_rows[: config.val_limit]
     train_set = FlicDataset(data, "train", rows=train_rows, augment=config.augment, seed=config.seed)
@@ -170,15 +183,17 @@ def _train(
         best_pck = resume_state["best_pck"]
         history = list(resume_state.get("history", []))
         torch.set_rng_state(resume_state["rng"]["torch"])
+    precision = resolve_precision(config.precision, device)
+    if precision.dtype == torch.bfloat16:
+        # The layout oneDNN's bf16 convolutions want; set before DDP lays out its gradient buckets, so that they match
+        # the gradients' strides (else every step copies each gradient: "Grad strides do not match bucket view").
+        model.detector.to(memory_format=torch.channels_last)
     wrapped = model
     if world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     loss_fn = LOSSES[config.loss.value]
-    precision = resolve_precision(config.precision, device)
-    if precision.dtype == torch.bfloat16:
-        model.detector.to(memory_format=torch.channels_last)  # the layout oneDNN's bf16 convolutions want
 
     train_config = jsonable(asdict(config))
     metrics: dict[str, Any] = {}

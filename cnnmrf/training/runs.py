@@ -30,21 +30,24 @@ def check_run_folder(
 
     Raises:
         CnnmrfError: train-mrf without --detector, --resume with --force, --out a file or not writable, --resume
-            without ``out/last.pt``, or (without --resume or --force) a folder holding any of :data:`RUN_FILES`.
+            without ``out/last.pt``, or (without --resume or --force) a folder holding any of :data:`RUN_FILES`; each
+            message says what to do instead (--resume only where ``out/last.pt`` exists).
     """
     if config.stage is Stage.mrf and detector_ckpt is None and not resume:
         raise CnnmrfError("train-mrf needs --detector CKPT (a checkpoint from train-detector)")
     if resume and force:
         raise CnnmrfError("--resume and --force contradict each other: pick one")
     check_output_folder(out)
-    if resume and not (out / "last.pt").is_file():
-        raise CnnmrfError(f"--resume: {out / 'last.pt'} does not exist")
     existing = [name for name in RUN_FILES if (out / name).exists()]
+    resumable = (out / "last.pt").is_file()
+    if resume and not resumable:
+        instead = "pass --force instead of --resume to start it afresh" if existing else "drop --resume to start a run"
+        raise CnnmrfError(f"--resume: {out / 'last.pt'} does not exist, so there is no run to continue; {instead}")
     if existing and not resume and not force:
-        raise CnnmrfError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it (from last.pt) or "
-            f"--force to replace it"
-        )
+        what = "pass --resume to continue it (from last.pt) or --force to replace it"
+        if not resumable:
+            what = "it has no last.pt to continue from: pass --force to replace it, or give another --out"
+        raise CnnmrfError(f"{out} already holds a run ({', '.join(existing)}); {what}")
 
 
 def jsonable(value: Any) -> Any:
@@ -100,7 +103,10 @@ def check_resume(config: TrainConfig, state: dict[str, Any], record: dict[str, A
     """
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
-        raise CnnmrfError(f"--resume: {out / 'last.pt'} holds no training state ({', '.join(missing)}); start afresh")
+        raise CnnmrfError(
+            f"--resume: {out / 'last.pt'} holds no training state ({', '.join(missing)}); pass --force instead of "
+            f"--resume to start afresh"
+        )
     ours, theirs = jsonable(asdict(config)), state["train_config"]
     differences = [
         f"--{key.replace('_', '-')} {_show(theirs[key])} -> {_show(ours[key])}"
