@@ -1,4 +1,4 @@
-"""Every file output: checked output paths, atomic writes with the umask's permissions, and locked output folders."""
+"""Every file output: checked paths, atomic writes with the umask's permissions, locked output folders and files."""
 
 from __future__ import annotations
 
@@ -308,22 +308,60 @@ def output_folder(folder: str | os.PathLike[str], command: str) -> Iterator[Path
     """Create ``folder`` (and parents) and hold it for one command: a second cnnmrf command writing into it at the
     same time is refused, and if the command fails, the folders it created are removed again when left empty.
 
+    Check what the folder already holds inside the block, not before it: two commands started together cannot then
+    both find it free.
+
     Raises:
         CnnmrfError: the folder cannot be created, or another cnnmrf command is writing into it.
     """
     folder = Path(folder)
     check_output_folder(folder)
-    with _made_folder(folder), _locked(folder, command):
+    busy = (
+        f"{folder} is in use by another cnnmrf command writing into it; wait for it to finish or give another --out "
+        f"for this {command}"
+    )
+    with _made_folder(folder), _locked(folder / LOCK_NAME, busy):
         yield folder
 
 
 @contextmanager
-def _locked(folder: Path, command: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (released, and its lock file removed, on exit; freed if killed)."""
+def output_file(path: str | os.PathLike[str], force: bool, command: str, option: str = "--out") -> Iterator[Path]:
+    """Hold the file ``path`` for one command (a lock file beside it), then check it may be written
+    (:func:`check_output_file`): a second cnnmrf command writing it at the same time is refused, and two commands
+    started together cannot both find it free. Folders created for it are removed again if the command fails.
+
+    Raises:
+        CnnmrfError: another cnnmrf command is writing ``path``, or :func:`check_output_file` refuses it.
+    """
+    path = Path(path)
+    check_output_file(path, force=True, option=option)  # a folder, or not creatable: before creating anything
+    busy = f"{path} is being written by another cnnmrf command; wait for it to finish or give another {option}"
+    with _made_folder(path.parent), _locked(path.parent / f".{path.name}{LOCK_NAME}", f"{busy} for this {command}"):
+        check_output_file(path, force, option)
+        yield path
+
+
+def check_outside_package(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Refuse to write inside the installed cnnmrf package (its code and bundled weights, shared by every user).
+
+    Raises:
+        CnnmrfError: ``path`` (symbolic links followed) lies in the package's folder.
+    """
+    package = Path(__file__).resolve().parent
+    if Path(path).resolve().is_relative_to(package):
+        raise CnnmrfError(
+            f"{option} {path} is inside the installed cnnmrf package ({package}, its code and bundled weights); "
+            "write it elsewhere"
+        )
+
+
+@contextmanager
+def _locked(lock: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (created; removed on exit; freed if killed); ``busy`` is the error
+    when another process holds it."""
     if fcntl is None:
         yield
         return
-    lock = folder / LOCK_NAME
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -333,10 +371,7 @@ def _locked(folder: Path, command: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise CnnmrfError(
-                f"{folder} is in use by another cnnmrf command writing into it; wait for it to finish or give "
-                f"another --out for this {command}"
-            ) from None
+            raise CnnmrfError(busy) from None
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

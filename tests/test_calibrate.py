@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cnnmrf.bundled import default_checkpoint
+from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.evaluation import calibrate
-from cnnmrf.evaluation.frames import Frame, far_from_people, matches_person, person_free_region, synthetic_clutter
+from cnnmrf.evaluation.frames import (
+    Frame,
+    far_from_people,
+    matches_person,
+    person_free_region,
+    split_frames,
+    synthetic_clutter,
+)
+from cnnmrf.evaluation.options import CalibrateMinimums
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import torso_box
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint
 from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
 from tests.helpers import assert_one_line_error, invoke, text
+from tests.test_evaluate_holdout import trained_checkpoint
 
 K = len(JOINT_NAMES)
 
@@ -91,8 +103,25 @@ def test_synthetic_clutter_is_deterministic_per_seed_and_sized() -> None:
     assert synthetic_clutter(0, seed=5) == [] and synthetic_clutter(1, seed=5)[0].size == (480, 360)
 
 
+@pytest.fixture
+def little_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let calibrate fit on the tiny data (8 training rows on 6 frames): one frame, person and check photo suffice."""
+    monkeypatch.setattr(calibrate, "MINIMUMS", CalibrateMinimums(frames=1, people=1, check_photos=1))
+
+
+@pytest.fixture
+def no_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if calibrate starts its long work (the crops and the search)."""
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the long work started")
+
+    monkeypatch.setattr(calibrate, "fit_joint_calibration", started)
+    monkeypatch.setattr(calibrate, "search_sample", started)
+
+
 def test_calibrate_refuses_data_where_the_search_finds_nobody(
-    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, little_evidence: None
 ) -> None:
     """The untrained tiny model finds none of the annotated stick figures: no person score can be fitted."""
     out = tmp_path / "calibrated.pt"
@@ -103,7 +132,7 @@ def test_calibrate_refuses_data_where_the_search_finds_nobody(
 
 
 @pytest.fixture
-def half_people(monkeypatch: pytest.MonkeyPatch) -> None:
+def half_people(monkeypatch: pytest.MonkeyPatch, little_evidence: None) -> None:
     """Relabel every other labelled search candidate as an annotated person, so the tiny data can be fitted."""
     real = calibrate.search_sample
 
@@ -154,3 +183,144 @@ def test_calibrate_without_the_flic_copy_is_one_line(tiny_h5: Path, checkpoint: 
     result = invoke("calibrate", tiny_h5, "--flic", tiny_h5, "-c", checkpoint, "--out", out)
     assert_one_line_error(result, "neither a folder nor a zip archive")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--clutter", "0"], ["--clutter 0 leaves 0 person-free photos", "at least 20 (--clutter 40 or more)"]),
+        (["--clutter", "1"], ["--clutter 1 leaves 0 person-free photos"]),
+        (["--clutter", "39"], ["--clutter 39 leaves 19 person-free photos"]),
+        (["--max-frames", "2"], ["--max-frames 2 leaves 2 validation frames", "at least 30 frames and 20 people"]),
+        ([], ["held-out rows (val_fraction 0.5, seed 0) hold 3 validation frames with 5 annotated people"]),
+    ],
+    ids=["clutter-0", "clutter-1", "clutter-39", "max-frames-2", "all-frames"],
+)
+def test_calibrate_refuses_too_little_evidence_before_the_long_work(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, no_search: None, args: list, fragments: list
+) -> None:
+    """The tiny data falls short of the real minimums: refused in one line, before any crop is predicted."""
+    out = tmp_path / "calibrated.pt"
+    result = invoke(
+        "calibrate", tiny_h5, "--flic", tiny_flic, "-c", checkpoint, "-o", out, "--val-fraction", "0.5", *args
+    )
+    assert_one_line_error(result, *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_names_a_missing_or_damaged_frame_before_the_long_work(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, little_evidence: None, no_search: None
+) -> None:
+    flic = Path(shutil.copytree(tiny_flic, tmp_path / "FLIC"))
+    frame = split_frames(tiny_h5, "train", holdout_rows(8, 0.5, 0)[1])[1].file  # the second validation frame
+    out = tmp_path / "calibrated.pt"
+    args = ["calibrate", tiny_h5, "--flic", flic, "-c", checkpoint, "-o", out, "--val-fraction", "0.5"]
+    good = (flic / "images" / frame).read_bytes()
+    (flic / "images" / frame).unlink()
+    assert_one_line_error(
+        invoke(*args, "--clutter", "2"), f"{flic} has no images/{frame}", "the FLIC copy the dataset was made from"
+    )
+    for damaged in (b"not a jpeg", good[: len(good) // 2]):  # not an image; a truncated JPEG
+        (flic / "images" / frame).write_bytes(damaged)
+        assert_one_line_error(invoke(*args, "--clutter", "2"), f"images/{frame} of {flic}: not a readable image")
+    assert not out.exists()
+
+
+def test_calibrate_never_writes_into_the_installed_package(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """Not even with --force: the bundled weights keep their calibration (fitted on 395 frames)."""
+    bundled = default_checkpoint()
+    weights = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in bundled.parent.iterdir())
+    (tmp_path / "package").symlink_to(bundled.parent.parent)  # a way into it by another name
+    for out in (bundled, bundled.parent / "mine.pt", tmp_path / "package" / "weights" / "mine.pt"):
+        result = invoke("calibrate", tiny_h5, "--flic", tiny_flic, "-c", checkpoint, "-o", out, "--force")
+        assert_one_line_error(result, f"--out {out} is inside the installed cnnmrf package", "write it elsewhere")
+    assert sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in bundled.parent.iterdir()) == weights
+
+
+def test_calibrate_holds_out_the_checkpoints_rows_and_records_its_precision(
+    tiny_h5: Path,
+    tiny_flic: Path,
+    tiny_config: PreprocessConfig,
+    tmp_path: Path,
+    half_people: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed3 = trained_checkpoint(tmp_path / "seed3.pt", tiny_config, val_fraction=0.5, seed=3)
+    real, fitted_rows = calibrate.fit_joint_calibration, []
+
+    def recorded(predictor: PosePredictor, data: Path, split: str, rows: np.ndarray) -> object:
+        fitted_rows.append(rows.tolist())
+        return real(predictor, data, split, rows)
+
+    monkeypatch.setattr(calibrate, "fit_joint_calibration", recorded)
+    args = ["calibrate", tiny_h5, "--flic", tiny_flic, "-c", seed3, "--max-frames", "2", "--clutter", "2"]
+    result = invoke(*args, "-o", tmp_path / "a.pt")
+    assert result.exit_code == 0, result.output
+    assert "held out by val_fraction 0.5, seed 3 (the checkpoint's training run); precision fp32" in text(result)
+    report = PosePredictor.from_checkpoint(tmp_path / "a.pt", "cpu").calibration.report
+    assert (report["val_fraction"], report["seed"], report["held_out_from"]) == (0.5, 3, "checkpoint")
+    assert report["precision"] == "fp32" and report["precision_reason"].startswith("auto: ")  # pinned to fp32
+    assert fitted_rows == [holdout_rows(8, 0.5, 3)[1].tolist()] != [holdout_rows(8, 0.5, 0)[1].tolist()]
+
+    assert_one_line_error(
+        invoke(*args, "-o", tmp_path / "b.pt", "--seed", "0"),
+        "--seed 0 differs from the checkpoint's training seed 3 (its validation rows would include rows it trained "
+        "on); pass --force to use it anyway",
+    )
+    assert not (tmp_path / "b.pt").exists() and len(fitted_rows) == 1  # refused before the work
+    result = invoke(*args, "-o", tmp_path / "b.pt", "--seed", "0", "--force", "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    assert "(given with --force, unlike the checkpoint's training run); precision bf16" in text(result)
+    report = PosePredictor.from_checkpoint(tmp_path / "b.pt", "cpu").calibration.report
+    assert (report["seed"], report["held_out_from"], report["precision"]) == (0, "forced", "bf16")
+    assert report["precision_reason"] == "asked for (--precision bf16)"
+    assert fitted_rows[1] == holdout_rows(8, 0.5, 0)[1].tolist()
+
+
+def test_two_calibrates_into_one_out_at_once_one_is_refused(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, half_people: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second calibrate starts while the first searches, past its checks (no --out yet): it is refused at once with
+    one line, and --out holds the first's calibration."""
+    out = tmp_path / "calibrated.pt"
+    args = ["calibrate", tiny_h5, "--flic", tiny_flic, "-c", checkpoint, "-o", out, "--val-fraction", "0.5"]
+    real, second = calibrate.search_sample, {}
+
+    def search_while_another_starts(*a: object, **kw: object) -> calibrate.SearchSample:
+        if "result" not in second:
+            second["result"] = None  # once: the second's own search (if it got that far) runs as it is
+            second["result"] = invoke(*args, "--max-frames", "1", "--clutter", "4")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(calibrate, "search_sample", search_while_another_starts)
+    first = invoke(*args, "--max-frames", "2", "--clutter", "2")
+    assert first.exit_code == 0, first.output
+    assert_one_line_error(second["result"], f"{out} is being written by another cnnmrf command", "another --out")
+    assert PosePredictor.from_checkpoint(out, "cpu").calibration.report["frames"] == 2  # the first's
+    assert [p.name for p in tmp_path.iterdir()] == ["calibrated.pt"]  # no lock file left
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--val-fraction", "nan"),
+        ("--val-fraction", "2"),
+        ("--val-fraction", "-0.5"),
+        ("--seed", "-1"),
+        ("--max-frames", "-1"),
+        ("--clutter", "-1"),
+        ("--max-false-rate", "nan"),
+        ("--max-false-rate", "1"),
+        ("--max-false-rate", "-0.1"),
+    ],
+)
+def test_calibrate_numeric_options_out_of_range_are_usage_errors(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, option: str, value: str
+) -> None:
+    out = tmp_path / "calibrated.pt"
+    result = invoke("calibrate", tiny_h5, "--flic", tiny_flic, "-c", checkpoint, "-o", out, option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in text(result) and "Traceback" not in result.output
+    assert not out.exists()

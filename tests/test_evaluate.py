@@ -15,6 +15,7 @@ from cnnmrf.cli.evaluate import parse_scales
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation import evaluate
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import load_predictions
 from tests.fixtures import write_tiny_checkpoint
@@ -79,6 +80,31 @@ def test_evaluate_refuses_to_overwrite_without_force(tiny_h5: Path, checkpoint: 
     result = invoke("evaluate", tiny_h5, "--checkpoint", checkpoint, "--out", out, "--limit", "1", "--force")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["num_examples"] == 1
+
+
+def test_two_evaluates_into_one_folder_at_once_one_is_refused(
+    tiny_h5: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second evaluate starts while the first is predicting, past its checks (no outputs yet): it is refused at
+    once with one line, and the first's outputs are written whole, not replaced by the second's."""
+    out = tmp_path / "eval"
+    real, second = evaluate.predict_rows, {}
+
+    def predict_while_another_starts(*args: object, **kwargs: object) -> object:
+        if "result" not in second:
+            second["result"] = None  # once: the second's own predictions (if it got that far) run as they are
+            second["result"] = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", out, "--limit", "1")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "predict_rows", predict_while_another_starts)
+    first = invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", out, "--limit", "2")
+    assert first.exit_code == 0, first.output
+    assert_one_line_error(second["result"], f"{out} is in use by another cnnmrf command", "another --out")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "pck.png", "predictions.json"]
+    assert json.loads((out / "metrics.json").read_text())["num_examples"] == 2
+    assert len(json.loads((out / "predictions.json").read_text())["examples"]) == 2
+    # run after the first, the second finds its outputs and refuses them too
+    assert_one_line_error(invoke("evaluate", tiny_h5, "-c", checkpoint, "--out", out), "already holds", "--force")
 
 
 def test_evaluate_switches_are_applied_and_recorded(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -157,7 +183,7 @@ def test_missing_bundled_weights_are_one_line_naming_the_way_out(
 
 def test_parse_scales() -> None:
     assert parse_scales("1.0,0.8, 1.2") == (1.0, 0.8, 1.2)
-    for bad in ("", "a,b", "1.0,0", "9"):
+    for bad in ("", "a,b", "1.0,0", "9", "nan", "1.0,inf"):
         with pytest.raises(CnnmrfError):
             parse_scales(bad)
 

@@ -18,6 +18,8 @@ from cnnmrf.files import (
     atomic_write_files,
     check_output_file,
     check_output_folder,
+    check_outside_package,
+    output_file,
     output_folder,
 )
 
@@ -125,3 +127,41 @@ def test_an_output_folder_is_held_by_one_command_and_removed_if_it_failed_empty(
         with output_folder(tmp_path / "b" / "c", "train-detector"):
             raise RuntimeError("failed before writing anything")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_an_output_file_is_held_then_checked_and_its_folders_removed_if_it_failed(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "a" / "calibrated.pt"
+    with output_file(target, force=False, command="calibrate") as held:
+        assert held == target and target.parent.is_dir() and not target.exists()
+        with pytest.raises(CnnmrfError, match=r"calibrated.pt is being written by another cnnmrf command; wait"):
+            with output_file(target, force=True, command="calibrate"):
+                pass
+        atomic_write_bytes(target, b"first")
+    assert [p.name for p in target.parent.iterdir()] == ["calibrated.pt"]  # the lock file goes with the lock
+    with pytest.raises(CnnmrfError, match="already exists; pass --force"):  # checked once held
+        with output_file(target, force=False, command="calibrate"):
+            pass
+    with output_file(target, force=True, command="calibrate"):
+        atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    with pytest.raises(RuntimeError):
+        with output_file(tmp_path / "b" / "c" / "x.pt", force=False, command="calibrate"):
+            raise RuntimeError("failed before writing anything")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    with pytest.raises(CnnmrfError, match="is a folder; give a file name"):
+        with output_file(tmp_path, force=True, command="calibrate"):
+            pass
+
+
+def test_nothing_is_written_inside_the_installed_package(tmp_path: Path) -> None:
+    package = Path(files.__file__).resolve().parent
+    for inside in (package / "weights" / "flic_small.pt", package / "new.pt", package):
+        with pytest.raises(
+            CnnmrfError, match=r"--out .* is inside the installed cnnmrf package .*; write it elsewhere"
+        ):
+            check_outside_package(inside)
+    (tmp_path / "link").symlink_to(package)
+    with pytest.raises(CnnmrfError, match="inside the installed cnnmrf package"):
+        check_outside_package(tmp_path / "link" / "weights" / "x.pt")
+    check_outside_package(tmp_path / "x.pt")
+    check_outside_package(package.parent / "runs" / "x.pt")  # beside the package is fine

@@ -9,7 +9,7 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, Force, PrecisionOpt
+from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, PrecisionOpt, check_fraction
 from cnnmrf.data.decoding import Decoding
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
@@ -56,10 +56,28 @@ def evaluate(
     split: Annotated[
         Split, typer.Option(help="test: FLIC's test split. val: the training split's held-out rows (tune on these).")
     ] = Split.test,
-    val_fraction: Annotated[float, typer.Option(help="With --split val: the share held out in training.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="With --split val: the training run's --seed.")] = 0,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="With --split val: the share held out in training. Default: the checkpoint's (0.1 if it records "
+            "none); another value needs --force.",
+            callback=check_fraction,
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="With --split val: the training run's --seed. Default: the checkpoint's (0 if it records none); "
+            "another value needs --force.",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples (quick looks).", min=1)] = None,
-    force: Force = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite existing outputs; with --split val, allow other held-out rows.")
+    ] = False,
 ) -> None:
     """Score a checkpoint on FLIC's test split (or --split val): PCK at r = 0.05..0.2 and the 0.01..0.5 curve."""
     from cnnmrf.evaluation.evaluate import LABELS, evaluate_checkpoint  # numpy and torch: loaded when the command runs
@@ -81,10 +99,18 @@ def evaluate(
     )
     checkpoint = checkpoint or default_checkpoint()
     with progress_bar("evaluate", transient=True) as on_progress:
-        evaluation = evaluate_checkpoint(data, checkpoint, out, options, on_progress=on_progress)
+        evaluation = evaluate_checkpoint(
+            data,
+            checkpoint,
+            out,
+            options,
+            on_progress=on_progress,
+            on_note=lambda note: console.print(plain(note), soft_wrap=True),
+        )
     convention = "observer-centric" if evaluation.observer_centric else "person-centric"
+    held_out = "" if evaluation.holdout is None else f", held out by {plain(evaluation.holdout.describe())}"
     console.print(
-        f"checkpoint {plain(checkpoint)}; {evaluation.num_examples} {split.value} examples of {plain(data)}; "
+        f"checkpoint {plain(checkpoint)}; {evaluation.num_examples} {split.value} examples of {plain(data)}{held_out}; "
         f"ground truth {convention} (as stored in the dataset); precision {evaluation.precision}"
     )
     for name, result in evaluation.results.items():

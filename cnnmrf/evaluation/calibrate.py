@@ -1,7 +1,8 @@
 """Fit a checkpoint's score calibration on FLIC validation frames (`cnnmrf calibrate`), and measure the search with it.
 
 Everything is fitted on the validation rows of the training split (held out from training by ``val_fraction`` and
-``seed``, as in `train-*` and `evaluate --split val`), never on the test split:
+``seed``, the checkpoint's own: see :mod:`cnnmrf.evaluation.holdout`), never on the test split, and only on enough of
+them (:data:`cnnmrf.evaluation.options.MINIMUMS`):
 
 1. **joint scores**: the model's crops of the validation rows (the annotated torso boxes); a joint is correct when
    within 0.1 torso lengths (PCK's normaliser) of the truth; Platt scaling per joint and per output;
@@ -21,12 +22,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import open_dataset, read_split
 from cnnmrf.data.heatmaps import Decoder
+from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import check_geometry
 from cnnmrf.evaluation.frames import (
@@ -35,10 +38,13 @@ from cnnmrf.evaluation.frames import (
     matches_person,
     person_free_photos,
     person_free_region,
+    read_frame,
     split_frames,
 )
+from cnnmrf.evaluation.holdout import resolve_holdout
+from cnnmrf.evaluation.options import MINIMUMS, CalibrateOptions
 from cnnmrf.evaluation.pck import normalized_distances
-from cnnmrf.files import check_output_file
+from cnnmrf.files import check_outside_package, output_file
 from cnnmrf.inference.calibration import (
     Calibration,
     JointCalibration,
@@ -47,7 +53,7 @@ from cnnmrf.inference.calibration import (
 )
 from cnnmrf.inference.crops import predict_rows
 from cnnmrf.inference.faces import FaceGeometry, detect_faces, fit_face_geometry
-from cnnmrf.inference.photos import Candidates, PosePredictor, load_image
+from cnnmrf.inference.photos import Candidates, PosePredictor
 from cnnmrf.inference.search import SearchConfig, merge_people
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint, save_checkpoint
@@ -55,17 +61,6 @@ from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint, save_chec
 NOSE = JOINT_NAMES.index("nose")
 CORRECT_WITHIN = 0.1  # a joint score is P(within this many torso lengths), PCK's normaliser
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)  # --min-score candidates
-
-
-@dataclass
-class CalibrateOptions:
-    """Which frames calibration is fitted on, and what the default threshold must achieve."""
-
-    val_fraction: float = 0.1  # the training run's validation share (TrainConfig.val_fraction)
-    seed: int = 0  # the training run's --seed, which drew the validation rows
-    max_frames: int = 0  # validation frames used for faces and the verifier (0: all)
-    clutter: int = 200  # person-free photos added as negatives (half synthetic, half crops of scikit-image's)
-    max_false_rate: float = 0.05  # the default --min-score lets at most this share of person-free photos get a person
 
 
 def fit_joint_calibration(
@@ -83,6 +78,7 @@ def fit_joint_calibration(
         rows,
         device=predictor.device,
         decoder=Decoder(sigma=predictor.preprocess.heatmap_sigma),
+        dtype=torch.float32,  # as predict scores its people, whatever the search's precision (PosePredictor.dtype)
     )
     truth = read_split(data, split, ("joints",), rows)["joints"]  # (N, K, 2)
     samples = {}
@@ -96,7 +92,7 @@ def frame_faces(flic: FlicSource, frames: Sequence[Frame]) -> tuple[np.ndarray, 
     """Faces found in FLIC frames that hold an annotated nose, and that person's torso box: (M, 4), (M, 4)."""
     faces, torsos = [], []
     for frame in frames:
-        image, factor = load_image(flic.read_image_bytes(frame.file))
+        image, factor = read_frame(flic, frame.file)
         for face in detect_faces(image, factor):
             nose = frame.joints[:, NOSE]  # (P, 2)
             inside = (nose[:, 0] > face[0]) & (nose[:, 0] < face[2]) & (nose[:, 1] > face[1]) & (nose[:, 1] < face[3])
@@ -150,7 +146,7 @@ def search_sample(
         strips.append(strip)
 
     for done, frame in enumerate(frames):
-        image, factor = load_image(flic.read_image_bytes(frame.file))
+        image, factor = read_frame(flic, frame.file)
         found = predictor.candidates([(image, factor)], [None])
         hit = matches_person(found.boxes, frame.boxes).any(axis=1)
         near = ~far_from_people(found.boxes, frame.boxes)
@@ -216,11 +212,48 @@ def search_metrics(
     }
 
 
+def check_clutter(options: CalibrateOptions) -> None:
+    """Refuse, before any work, too few person-free photos to check the default --min-score on (:data:`MINIMUMS`).
+
+    Raises:
+        CnnmrfError: half of ``options.clutter`` is below ``MINIMUMS.check_photos``.
+    """
+    least = MINIMUMS.check_photos
+    if options.clutter // 2 < least:
+        raise CnnmrfError(
+            f"--clutter {options.clutter} leaves {options.clutter // 2} person-free photos to check the default "
+            f"--min-score on; calibrate needs at least {least} (--clutter {2 * least} or more)"
+        )
+
+
+def check_frames(flic: FlicSource, frames: Sequence[Frame], options: CalibrateOptions, available: int) -> None:
+    """Refuse, before the search, too few validation frames or annotated people (:data:`MINIMUMS`), or a frame that
+    the FLIC copy lacks or cannot decode.
+
+    Raises:
+        CnnmrfError: naming the shortfall (and what to change), or the frame.
+    """
+    people = sum(len(frame.boxes) for frame in frames)
+    if len(frames) < MINIMUMS.frames or people < MINIMUMS.people:
+        held_out = f"val_fraction {options.val_fraction:g}, seed {options.seed}"
+        where = (
+            f"--max-frames {options.max_frames} leaves"
+            if len(frames) < available
+            else f"the training split's held-out rows ({held_out}) hold"
+        )
+        raise CnnmrfError(
+            f"{where} {len(frames)} validation frames with {people} annotated people; calibrate fits on at least "
+            f"{MINIMUMS.frames} frames and {MINIMUMS.people} people"
+        )
+    for frame in frames:  # a missing or damaged frame is said now, not after the search
+        read_frame(flic, frame.file)
+
+
 def fit_calibration(
     predictor: PosePredictor,
     data: Path,
     flic: FlicSource,
-    options: CalibrateOptions | None = None,
+    options: CalibrateOptions,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Calibration:
     """Fit joint maps, face geometry, the person verifier and the default threshold (see the module docstring).
@@ -229,19 +262,27 @@ def fit_calibration(
         predictor: the loaded model (its calibration, if any, is ignored and replaced).
         data: the HDF5 dataset made by `cnnmrf preprocess` from ``flic``.
         flic: the FLIC copy the dataset was made from (whole frames are read from it).
-        options: which frames, and the false-person budget of the default threshold.
+        options: which frames (``val_fraction`` and ``seed`` given: see :mod:`cnnmrf.evaluation.holdout`), and the
+            false-person budget of the default threshold.
         on_progress: called with (stage, done, total).
 
     Returns:
         The calibration; its ``report`` holds what was measured on the validation frames.
+
+    Raises:
+        CnnmrfError: less evidence than :data:`MINIMUMS`, or a missing or unreadable frame.
     """
-    options = options or CalibrateOptions()
+    if options.val_fraction is None or options.seed is None:
+        raise ValueError("fit_calibration needs the training run's val_fraction and seed")
+    check_clutter(options)
     total = len(read_split(data, "train", ("file",))["file"])
     rows = holdout_rows(total, options.val_fraction, options.seed)[1]
-    joint_maps, samples = fit_joint_calibration(predictor, data, "train", rows)
     frames = split_frames(data, "train", rows)
+    available = len(frames)
     if options.max_frames:
         frames = frames[: options.max_frames]
+    check_frames(flic, frames, options, available)
+    joint_maps, samples = fit_joint_calibration(predictor, data, "train", rows)
     faces, torsos = frame_faces(flic, frames)
     geometry = fit_face_geometry(faces, torsos) if len(faces) >= 10 else FaceGeometry()
     searching = replace(predictor, calibration=None, face_geometry=geometry, max_people=None)
@@ -252,11 +293,11 @@ def fit_calibration(
     check = search_sample(searching, flic, [], person_free_photos(options.clutter // 2, options.seed + 1))
     labelled = np.isfinite(sample.labels)
     positives, negatives = int((sample.labels[labelled] == 1).sum()), int((sample.labels[labelled] == 0).sum())
-    if positives < 5 or negatives < 5:
+    if positives < MINIMUMS.people or negatives < MINIMUMS.people:
         raise CnnmrfError(
             f"the search found {positives} annotated people and {negatives} non-people in {len(frames)} validation "
-            "frames: too few to fit the person score (at least 5 of each); use more frames (--max-frames 0) or a "
-            "model that finds people"
+            f"frames: too few to fit the person score (at least {MINIMUMS.people} of each); use more frames "
+            "(--max-frames 0) or a model that finds people"
         )
     verifier = PersonVerifier.fit(sample.features[labelled], sample.labels[labelled])
     scores = verifier.probability(sample.features)
@@ -273,6 +314,9 @@ def fit_calibration(
     min_score = min(allowed) if allowed else float(THRESHOLDS[-1])
     report = {
         "fitted_on": f"training split rows held out by val_fraction {options.val_fraction}, seed {options.seed}",
+        "val_fraction": options.val_fraction,
+        "seed": options.seed,
+        "precision": predictor.precision,  # the search's; people and joints are always scored in float32
         "joint_rows": int(len(rows)),
         "joint_score_ece": {
             name: expected_calibration_error(joint_maps[name].probability(s), c) for name, (s, c) in samples.items()
@@ -296,22 +340,44 @@ def calibrate_checkpoint(
     force: bool = False,
     device: str = "auto",
     on_progress: Callable[[str, int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Calibration:
     """Fit a checkpoint's calibration (:func:`fit_calibration`) and write the checkpoint with it to ``out``.
 
+    ``out`` is locked for the command before it is checked, so two runs writing it at once cannot both go ahead. The
+    held-out rows are the checkpoint's training run's (:func:`cnnmrf.evaluation.holdout.resolve_holdout`); the
+    report records them, the precision and where both came from.
+
+    Args:
+        on_note: called with a note to show before the work (held-out rows assumed, not recorded).
+
     Raises:
-        CnnmrfError: ``out`` exists without ``force``, a missing or foreign dataset, FLIC copy or checkpoint, or a
-            dataset of another crop geometry than the checkpoint's.
+        CnnmrfError: ``out`` exists without ``force``, lies in the installed package or is being written by another
+            command; a missing or foreign dataset, FLIC copy or checkpoint, or a dataset of another crop geometry
+            than the checkpoint's; values of ``val_fraction`` or ``seed`` other than the checkpoint's without
+            ``force``; less evidence than :data:`MINIMUMS`.
     """
-    check_output_file(out, force)
-    with open_dataset(data) as dataset:
-        prep = dataset.config
-        if "train" not in dataset.splits or dataset.num_rows("train") == 0:
-            raise CnnmrfError(f"{data} has no training split to take validation rows from")
-    predictor = PosePredictor.from_checkpoint(checkpoint, device, calibrated=False)  # an old calibration is replaced
-    check_geometry(predictor.preprocess, prep, checkpoint, data)
-    calibration = fit_calibration(predictor, data, FlicSource(flic), options, on_progress)
-    state = load_checkpoint(checkpoint)
-    state[CALIBRATION_KEY] = calibration.to_dict()
-    save_checkpoint(out, {k: v for k, v in state.items() if k != "format"})
+    options = options or CalibrateOptions()
+    check_outside_package(out)  # not even with --force: the bundled weights' calibration is fitted on 395 frames
+    check_clutter(options)
+    with output_file(out, force, "calibrate"):
+        with open_dataset(data) as dataset:
+            prep = dataset.config
+            if "train" not in dataset.splits or dataset.num_rows("train") == 0:
+                raise CnnmrfError(f"{data} has no training split to take validation rows from")
+        source = FlicSource(flic)
+        state = load_checkpoint(checkpoint)
+        given = (options.val_fraction, options.seed)
+        holdout, note = resolve_holdout(state.get("train_config"), *given, force, checkpoint)
+        if note is not None and on_note is not None:
+            on_note(note)
+        precision = resolve_precision(options.precision, resolve_device(device))
+        # an old calibration is replaced
+        predictor = PosePredictor.from_checkpoint(checkpoint, device, Precision(precision.name), calibrated=False)
+        check_geometry(predictor.preprocess, prep, checkpoint, data)
+        options = replace(options, val_fraction=holdout.val_fraction, seed=holdout.seed)
+        calibration = fit_calibration(predictor, data, source, options, on_progress)
+        calibration.report.update(held_out_from=holdout.source, precision_reason=precision.reason)
+        state[CALIBRATION_KEY] = calibration.to_dict()
+        save_checkpoint(out, {k: v for k, v in state.items() if k != "format"})
     return calibration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,13 @@ from cnnmrf.data.format import PreprocessConfig, open_dataset
 from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.devices import resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.evaluation.holdout import HoldOut, resolve_holdout
 from cnnmrf.evaluation.options import EvaluateOptions, Split
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
 from cnnmrf.files import check_output_folder, output_folder, written_together
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, predict_rows
-from cnnmrf.models.checkpoint import load_pose
+from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 
 OUTPUT_NAMES: tuple[str, ...] = ("metrics.json", "predictions.json", "pck.png")
 GEOMETRY_FIELDS: tuple[str, ...] = ("input_size", "crop_scale", "heatmap_stride")
@@ -40,6 +41,7 @@ class Evaluation:
     seconds: float
     precision: str = "fp32"  # the detector's arithmetic: fp32 or bf16
     files: list[Path] = field(default_factory=list)
+    holdout: HoldOut | None = None  # with split val: the held-out rows' share and seed, and where they came from
 
     @property
     def result(self) -> PCKResult:
@@ -92,6 +94,7 @@ def evaluate_checkpoint(
     out: Path,
     options: EvaluateOptions | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Predict every test example, score PCK in original-image pixels and write the outputs into ``out``.
 
@@ -99,7 +102,11 @@ def evaluate_checkpoint(
     When the spatial model runs, the detector alone is scored from the same forward passes. Writes
     ``predictions.json`` (main model), ``pck.png`` (main model solid, detector alone dashed) and, last,
     ``metrics.json`` (main result at the top level, plus the "detector" and "full" (spatial model) results and the
-    run's settings).
+    run's settings). ``out`` is held for the whole command (a second command writing into it is refused) and checked
+    for earlier outputs once held.
+
+    With ``split`` val, the held-out rows are the checkpoint's training run's
+    (:func:`cnnmrf.evaluation.holdout.resolve_holdout`).
 
     Args:
         data: HDF5 dataset from ``cnnmrf preprocess``.
@@ -107,22 +114,47 @@ def evaluate_checkpoint(
         out: output folder (created).
         options: inference settings.
         on_progress: called with (done, total) examples.
+        on_note: called with a note to show before the work (held-out rows assumed, not recorded).
 
     Raises:
-        CnnmrfError: existing outputs without ``force``, a missing or foreign dataset or checkpoint, mismatched crop
-            geometry, or an empty test split.
+        CnnmrfError: existing outputs without ``force``, another command writing into ``out``, a missing or foreign
+            dataset or checkpoint, mismatched crop geometry, an empty split, or with split val a ``val_fraction`` or
+            ``seed`` other than the checkpoint's without ``force``.
     """
     options = options or EvaluateOptions()
     started = time.perf_counter()
     data, checkpoint, out = Path(data), Path(checkpoint), Path(out)
-    check_outputs(out, options.force)
+    with output_folder(out, "evaluate"):  # one command at a time: held, then checked, then written
+        check_outputs(out, options.force)
+        return _evaluate(data, checkpoint, out, options, started, on_progress, on_note)
+
+
+def _evaluate(
+    data: Path,
+    checkpoint: Path,
+    out: Path,
+    options: EvaluateOptions,
+    started: float,
+    on_progress: Callable[[int, int], None] | None,
+    on_note: Callable[[str], None] | None,
+) -> Evaluation:
+    """The body of :func:`evaluate_checkpoint`, run with ``out`` held and checked."""
+    state = load_checkpoint(checkpoint)
+    trained = preprocess_from_checkpoint(state, checkpoint)
+    holdout = None
+    if options.split is Split.val:
+        given = (options.val_fraction, options.seed)
+        holdout, note = resolve_holdout(state.get("train_config"), *given, options.force, checkpoint)
+        if note is not None and on_note is not None:
+            on_note(note)
+        options = replace(options, val_fraction=holdout.val_fraction, seed=holdout.seed)
     with open_dataset(data) as dataset:
         prep = dataset.config
         source = "train" if options.split is Split.val else "test"
         total = dataset.num_rows(source) if source in dataset.splits else 0
         rows = np.arange(total)
-        if options.split is Split.val:
-            rows = holdout_rows(total, options.val_fraction, options.seed)[1]
+        if holdout is not None:
+            rows = holdout_rows(total, holdout.val_fraction, holdout.seed)[1]
         rows = rows if options.limit is None else rows[: options.limit]
         if len(rows) == 0:
             raise CnnmrfError(f"{data} has no {options.split.value} examples")
@@ -130,8 +162,8 @@ def evaluate_checkpoint(
     truth = labels["joints"].astype(np.float64)  # (N, K, 2) original pixels
     indices = labels["index"]  # (N,) FLIC example indices
     files = [str(f) for f in labels["file"]]
-    model, trained = load_pose(checkpoint)
     check_geometry(trained, prep, checkpoint, data)
+    model = model_from_checkpoint(state).eval()
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     model = model.to(device)
@@ -154,7 +186,7 @@ def evaluate_checkpoint(
     headline = SPATIAL if SPATIAL in results else DETECTOR
     seconds = time.perf_counter() - started
 
-    with output_folder(out, "evaluate"), written_together():  # one evaluate at a time; all three files or none
+    with written_together():  # all three files or none
         final = sets[headline]
         save_predictions(out / "predictions.json", indices, files, final.joints, final.scores)
         other = results[DETECTOR] if headline == SPATIAL else None
@@ -175,6 +207,7 @@ def evaluate_checkpoint(
                 "spatial_model": model.spatial is not None,
                 "precision": precision.name,
                 "precision_reason": precision.reason,
+                "held_out_from": None if holdout is None else holdout.source,
             },
             "seconds": round(seconds, 2),
         }
@@ -187,4 +220,5 @@ def evaluate_checkpoint(
         seconds=seconds,
         precision=precision.name,
         files=[out / name for name in OUTPUT_NAMES],
+        holdout=holdout,
     )

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import read_split
+from cnnmrf.data.images import decode_image
+from cnnmrf.errors import CnnmrfError
 
 
 @dataclass
@@ -30,6 +33,28 @@ def split_frames(data: Path, split: str, rows: np.ndarray) -> list[Frame]:
         mine = np.flatnonzero(files == file)
         frames.append(Frame(str(file), table["torsobox"][mine].astype(np.float64), table["joints"][mine]))
     return frames
+
+
+def read_frame(flic: FlicSource, file: str) -> tuple[Image.Image, float]:
+    """Read and decode a whole frame of a FLIC copy (upright as its EXIF says, as `predict` reads photos).
+
+    Returns:
+        The RGB image and its decode factor (1.0: full size).
+
+    Raises:
+        CnnmrfError: the frame is missing, unreadable or not an image, naming it.
+    """
+    name = f"images/{file}"
+    try:
+        data = flic.read_image_bytes(file)
+    except FileNotFoundError:
+        raise CnnmrfError(f"{flic.path} has no {name}: give the FLIC copy the dataset was made from") from None
+    except OSError as err:
+        raise CnnmrfError(f"cannot read {name} of {flic.path}: {err.strerror or err}") from err
+    try:
+        return decode_image(data, exif_orientation=True)
+    except ValueError as err:
+        raise CnnmrfError(f"{name} of {flic.path}: {err}") from err
 
 
 def matches_person(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
