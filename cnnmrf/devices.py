@@ -97,8 +97,12 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return False, f"CPU has neither {neither} (bfloat16 would be emulated, several times slower)"
 
 
-def resolve_precision(precision: Precision | str, device: torch.device) -> Resolved:
-    """``auto`` becomes bf16 where ``device`` computes it natively, else fp32; fp32 and bf16 are taken as asked."""
+def resolve_precision(precision: Precision | str, device: torch.device, auto_bf16: bool = True) -> Resolved:
+    """``auto`` becomes bf16 where ``device`` computes it natively, else fp32; fp32 and bf16 are taken as asked.
+
+    ``auto_bf16`` False makes ``auto`` fp32 on every device: for commands whose answers must not depend on the machine
+    (``predict`` and ``calibrate``: a bfloat16 scan changes which doubtful candidates it proposes).
+    """
     import torch
 
     precision = Precision(precision)
@@ -106,6 +110,8 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> Resol
         return Resolved(torch.float32, "asked for (--precision fp32)")
     if precision is Precision.bf16:
         return Resolved(torch.bfloat16, "asked for (--precision bf16)")
+    if not auto_bf16:
+        return Resolved(torch.float32, "auto: float32, so the answers are the same on every machine")
     native, why = native_bf16(device)
     return Resolved(torch.bfloat16 if native else torch.float32, f"auto: {why}")
 

@@ -134,3 +134,13 @@ def test_precision_is_stored_as_plain_text(tiny_h5: Path, tmp_path: Path) -> Non
     )
     loop.train(config, tiny_h5, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["precision"] == "fp32"
+
+
+def test_auto_is_fp32_on_every_machine_for_commands_whose_answers_must_not_depend_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"amx_bf16", "avx512_bf16"})
+    assert resolve_precision("auto", CPU).dtype == torch.bfloat16
+    resolved = resolve_precision("auto", CPU, auto_bf16=False)
+    assert resolved.dtype == torch.float32 and "same on every machine" in resolved.reason
+    assert resolve_precision("bf16", CPU, auto_bf16=False).dtype == torch.bfloat16  # asked for: taken as asked

@@ -9,7 +9,7 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, PrecisionOpt, check_fraction
+from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, SearchPrecisionOpt, check_fraction
 from cnnmrf.devices import Device, Precision
 from cnnmrf.evaluation.holdout import HoldOut
 from cnnmrf.evaluation.options import MINIMUMS, CalibrateOptions
@@ -72,7 +72,7 @@ def calibrate(
         ),
     ] = 0.05,
     device: DeviceOpt = Device.auto,
-    precision: PrecisionOpt = Precision.auto,
+    precision: SearchPrecisionOpt = Precision.auto,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out; allow other held-out rows than the checkpoint's.")
     ] = False,

@@ -22,6 +22,15 @@ PrecisionOpt = Annotated[
         "(CPU with AMX or AVX512-BF16, CUDA GPU with bf16), else fp32.",
     ),
 ]
+SearchPrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="The person scan's arithmetic; people are always predicted and scored in fp32. auto: fp32, so the "
+        "answers are the same on every machine. bf16: a faster scan where the CPU has bf16 units, which may propose "
+        "other doubtful candidates (docs/performance.md).",
+    ),
+]
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c", help="Checkpoint (.pt); default: the bundled FLIC-trained weights."),

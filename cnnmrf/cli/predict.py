@@ -11,7 +11,7 @@ import typer
 
 from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint
 from cnnmrf.cli.console import console, debug_mode, err_console, fail, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, PrecisionOpt
+from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, SearchPrecisionOpt
 from cnnmrf.cli.predict_files import expand_inputs, output_stems, predict_to_files
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
@@ -89,7 +89,7 @@ def predict(
     ] = False,
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: DeviceOpt = Device.auto,
-    precision: PrecisionOpt = Precision.auto,
+    precision: SearchPrecisionOpt = Precision.auto,
     force: Annotated[
         bool,
         typer.Option(

@@ -371,7 +371,7 @@ def calibrate_checkpoint(
         holdout, note = resolve_holdout(state.get("train_config"), *given, force, checkpoint)
         if note is not None and on_note is not None:
             on_note(note)
-        precision = resolve_precision(options.precision, resolve_device(device))
+        precision = resolve_precision(options.precision, resolve_device(device), auto_bf16=False)  # as predict
         # an old calibration is replaced
         predictor = PosePredictor.from_checkpoint(checkpoint, device, Precision(precision.name), calibrated=False)
         check_geometry(predictor.preprocess, prep, checkpoint, data)

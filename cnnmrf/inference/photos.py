@@ -146,7 +146,7 @@ class PosePredictor:
             except ValueError as err:
                 raise CnnmrfError(f"checkpoint {path}: {err}; run `cnnmrf calibrate` again") from err
         dev = resolve_device(device)
-        dtype = resolve_precision(precision, dev).dtype
+        dtype = resolve_precision(precision, dev, auto_bf16=False).dtype  # answers alike on every machine
         faces = None if calibration is None else calibration.faces
         return cls(model.to(dev), prep, dev, dtype=dtype, calibration=calibration, face_geometry=faces, **options)
 
