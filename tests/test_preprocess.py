@@ -262,6 +262,32 @@ def test_refuses_to_overwrite_without_force(tiny_flic: Path, tmp_path: Path) -> 
     assert no_temp_files(tmp_path)
 
 
+def test_two_preprocesses_into_one_file_at_once_one_is_refused(
+    tiny_flic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second preprocess starts while the first writes (past its checks, as if started together): it is refused with
+    one error, and the file is the first's."""
+    from cnnmrf.data import preprocess
+
+    out, second = tmp_path / "flic.h5", {}
+    real = preprocess._example_values
+
+    def values_while_another_starts(*args: object) -> dict:
+        if "error" not in second:
+            second["error"] = None
+            with pytest.raises(CnnmrfError, match="being written by another cnnmrf command") as err:
+                preprocess_flic(tiny_flic, out, TINY_CONFIG, workers=1, limit=3, force=True)
+            second["error"] = err
+        return real(*args)
+
+    monkeypatch.setattr(preprocess, "_example_values", values_while_another_starts)
+    report = preprocess_flic(tiny_flic, out, TINY_CONFIG, workers=1)
+    assert second["error"] is not None and report.counts == {"train": 8, "test": 4}
+    with h5py.File(out, "r") as h5:
+        assert h5["train/images"].shape[0] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flic.h5"]  # no lock or temporary file left
+
+
 def test_output_folder_is_created(tiny_flic: Path, tmp_path: Path) -> None:
     out = tmp_path / "a" / "b" / "flic.h5"
     preprocess_flic(tiny_flic, out, TINY_CONFIG, workers=1, limit=3)

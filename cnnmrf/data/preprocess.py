@@ -19,7 +19,7 @@ from cnnmrf.data.heatmaps import encode_heatmaps
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.data.writer import DatasetWriter
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.files import atomic_path, check_output_file
+from cnnmrf.files import atomic_path, output_file
 from cnnmrf.interrupts import check_interrupted, ignore_interrupts
 
 
@@ -133,42 +133,43 @@ def preprocess_flic(
     """
     started = time.perf_counter()
     out = Path(out)
-    check_output_file(out, force)
-    source = FlicSource(source_path)
-    examples = select_examples(source.examples(), limit)
-    if not examples:
-        raise CnnmrfError(f"{source_path} has no examples in the train or test split")
-    report = PreprocessReport()
-    boxes = {id(e): box_problem(e.torsobox) for e in examples}  # a box that is no box: a bad example, like an image
-    report.bad = [(e.file, boxes[id(e)]) for e in examples if boxes[id(e)]]
-    examples = [e for e in examples if not boxes[id(e)]]
-    counts = {split: sum(e.split == split for e in examples) for split in SPLITS}
-    workers = workers or os.cpu_count() or 1
-    tasks = [(source, e, config) for e in examples]
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    # The pool starts before the HDF5 file is opened (no open file in forked workers); workers ignore Ctrl-C and
-    # leaving the block terminates them, so Ctrl-C stops everything at once.
-    with ctx.Pool(workers, initializer=ignore_interrupts) if workers > 1 else _SerialPool() as pool:
-        with atomic_path(out) as tmp, DatasetWriter(tmp, counts, config) as writer:
-            rows = {split: 0 for split in SPLITS}
-            results = pool.imap(_process, tasks, chunksize=8)
-            for done, (example, (image, error)) in enumerate(zip(examples, results), start=1):
-                check_interrupted()
-                if image is None:
-                    report.bad.append((example.file, error))
-                else:
-                    values = _example_values(example, image, config)
-                    report.non_finite += int(np.sum(~np.isfinite(values["joints"]).all(axis=-1)))
-                    writer.write(example.split, rows[example.split], values)
-                    rows[example.split] += 1
-                if on_progress is not None:
-                    on_progress(done, len(examples))
-            if report.bad and not skip_bad:
-                first = ", ".join(f"{f} ({why})" for f, why in report.bad[:3])
-                more = f" and {len(report.bad) - 3} more" if len(report.bad) > 3 else ""
-                raise CnnmrfError(f"{len(report.bad)} bad example(s): {first}{more}; pass --skip-bad to drop them")
-            report.counts = dict(rows)
-            writer.finish(rows, source_path, command)
+    # lock, then check, then write: two commands writing one file cannot both find it free
+    with output_file(out, force, "preprocess"):
+        source = FlicSource(source_path)
+        examples = select_examples(source.examples(), limit)
+        if not examples:
+            raise CnnmrfError(f"{source_path} has no examples in the train or test split")
+        report = PreprocessReport()
+        boxes = {id(e): box_problem(e.torsobox) for e in examples}  # a box that is no box: a bad example, like an image
+        report.bad = [(e.file, boxes[id(e)]) for e in examples if boxes[id(e)]]
+        examples = [e for e in examples if not boxes[id(e)]]
+        counts = {split: sum(e.split == split for e in examples) for split in SPLITS}
+        workers = workers or os.cpu_count() or 1
+        tasks = [(source, e, config) for e in examples]
+        ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        # The pool starts before the HDF5 file is opened (no open file in forked workers); workers ignore Ctrl-C and
+        # leaving the block terminates them, so Ctrl-C stops everything at once.
+        with ctx.Pool(workers, initializer=ignore_interrupts) if workers > 1 else _SerialPool() as pool:
+            with atomic_path(out) as tmp, DatasetWriter(tmp, counts, config) as writer:
+                rows = {split: 0 for split in SPLITS}
+                results = pool.imap(_process, tasks, chunksize=8)
+                for done, (example, (image, error)) in enumerate(zip(examples, results), start=1):
+                    check_interrupted()
+                    if image is None:
+                        report.bad.append((example.file, error))
+                    else:
+                        values = _example_values(example, image, config)
+                        report.non_finite += int(np.sum(~np.isfinite(values["joints"]).all(axis=-1)))
+                        writer.write(example.split, rows[example.split], values)
+                        rows[example.split] += 1
+                    if on_progress is not None:
+                        on_progress(done, len(examples))
+                if report.bad and not skip_bad:
+                    first = ", ".join(f"{f} ({why})" for f, why in report.bad[:3])
+                    more = f" and {len(report.bad) - 3} more" if len(report.bad) > 3 else ""
+                    raise CnnmrfError(f"{len(report.bad)} bad example(s): {first}{more}; pass --skip-bad to drop them")
+                report.counts = dict(rows)
+                writer.finish(rows, source_path, command)
     report.seconds = time.perf_counter() - started
     return report
 

@@ -99,6 +99,7 @@ def train(
     if not is_main_process():  # only the first process writes
         return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
     with output_folder(out, f"train-{config.stage.value}"):
+        check_run_folder(config, out, resume, force, detector_ckpt, mrf_ckpt)  # again, held: no other run is starting
         return _train(config, data, out, detector_ckpt, mrf_ckpt, resume, on_progress, on_epoch_end)
 
 
