@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from cnnmrf.cli.app import app
@@ -33,3 +35,21 @@ def assert_one_line_error(result: Result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+# The real FLIC copy (examples.mat + images/) that the FLIC tests read, never write: $CNNMRF_FLIC where set, else
+# ../shared/flic/FLIC beside the checkout. Absent on a user's machine: those tests skip.
+FLIC_ENV = "CNNMRF_FLIC"
+
+
+def flic_dir() -> Path:
+    """Where the real FLIC copy is looked for: ``$CNNMRF_FLIC``, else ``../shared/flic/FLIC`` beside the checkout."""
+    return Path(os.environ.get(FLIC_ENV) or Path(__file__).resolve().parents[2] / "shared" / "flic" / "FLIC")
+
+
+def require_flic() -> Path:
+    """The real FLIC copy; skips the calling test, saying where it looked, when it is absent."""
+    path = flic_dir()
+    if not (path / "examples.mat").is_file() or not (path / "images").is_dir():
+        pytest.skip(f"no FLIC copy at {path} (examples.mat + images/; set {FLIC_ENV} to point elsewhere)")
+    return path
