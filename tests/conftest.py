@@ -13,7 +13,7 @@ import torch
 from cnnmrf import devices
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.devices import Precision
-from tests.fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_flic, zip_tiny_flic
+from tests.fixtures import TINY_CONFIG, build_tiny_h5, write_tiny_checkpoint, write_tiny_flic, zip_tiny_flic
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +62,10 @@ def tiny_config() -> PreprocessConfig:
 def tiny_h5(tiny_flic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """HDF5 dataset preprocessed from ``tiny_flic`` with ``tiny_config`` (8 train, 4 test). Shared: don't modify."""
     return build_tiny_h5(tiny_flic, tmp_path_factory.mktemp("tiny_h5") / "flic.h5", command="pytest tiny_h5")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny detector + spatial model checkpoint (random weights) with the geometry of ``tiny_h5``. Shared: don't
+    modify."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)

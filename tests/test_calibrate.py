@@ -27,16 +27,11 @@ from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import torso_box
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint
-from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
+from tests.fixtures import draw_image, tiny_annotations
 from tests.helpers import assert_one_line_error, invoke, text
 from tests.test_evaluate_holdout import trained_checkpoint
 
 K = len(JOINT_NAMES)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
 
 
 def test_matches_person_and_far_from_people_on_hand_made_boxes() -> None:

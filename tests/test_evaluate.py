@@ -24,12 +24,6 @@ from tests.helpers import assert_one_line_error, invoke
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny detector + spatial model checkpoint with the geometry of ``tiny_h5``."""
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
-
-
 def test_evaluate_writes_metrics_plot_and_predictions(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = invoke("evaluate", tiny_h5, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")

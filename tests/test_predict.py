@@ -26,17 +26,12 @@ from cnnmrf.inference.search import box_from_joints, box_iou, scan_proposals
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, checkpoint_state, load_checkpoint, save_checkpoint
 from cnnmrf.models.detector import DetectorConfig
-from tests.fixtures import draw_image, red_blob_photo, tiny_annotations, torso_finder_model, write_tiny_checkpoint
+from tests.fixtures import draw_image, red_blob_photo, tiny_annotations, torso_finder_model
 from tests.helpers import assert_one_line_error, invoke, text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1 (centre (80, 60), height 30)
 BUNDLED = Path(__file__).resolve().parents[1] / "cnnmrf" / "weights" / "flic_small.pt"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
 
 
 @pytest.fixture(scope="module")

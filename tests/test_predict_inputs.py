@@ -12,18 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.images import decode_image, eight_bit
 from cnnmrf.inference.photos import PosePredictor
-from tests.fixtures import draw_image, tiny_annotations, write_tiny_checkpoint
+from tests.fixtures import draw_image, tiny_annotations
 from tests.helpers import assert_one_line_error, invoke, text
 
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
 
 
 @pytest.fixture()

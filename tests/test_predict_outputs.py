@@ -21,15 +21,10 @@ from cnnmrf.evaluation import evaluate
 from cnnmrf.files import output_folder
 from cnnmrf.inference.outputs import ImagePrediction, Person, save_prediction
 from cnnmrf.models.checkpoint import checkpoint_state, save_checkpoint
-from tests.fixtures import draw_image, tiny_annotations, tiny_model, write_tiny_checkpoint
+from tests.fixtures import draw_image, tiny_annotations, tiny_model
 from tests.helpers import assert_one_line_error, invoke, text
 
 BOX = "70,45,90,75"  # torso box of the person in tiny image 1
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_config: PreprocessConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_config)
 
 
 @pytest.fixture()

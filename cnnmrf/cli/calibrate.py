@@ -9,7 +9,15 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, SearchPrecisionOpt, check_fraction
+from cnnmrf.cli.options import (
+    CheckpointOpt,
+    DataPath,
+    DeviceOpt,
+    HeldOutFraction,
+    HeldOutSeed,
+    SearchPrecisionOpt,
+    check_fraction,
+)
 from cnnmrf.devices import Device, Precision
 from cnnmrf.evaluation.holdout import HoldOut
 from cnnmrf.evaluation.options import MINIMUMS, CalibrateOptions
@@ -30,24 +38,8 @@ def calibrate(
         ),
     ],
     checkpoint: CheckpointOpt = None,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option(
-            help="The training run's held-out share (its --val-fraction). Default: the checkpoint's (0.1 if it records "
-            "none); another value needs --force.",
-            callback=check_fraction,
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="The training run's --seed (which drew the held-out rows). Default: the checkpoint's (0 if it "
-            "records none); another value needs --force.",
-            min=0,
-            show_default=False,
-        ),
-    ] = None,
+    val_fraction: HeldOutFraction = None,
+    seed: HeldOutSeed = None,
     max_frames: Annotated[
         int,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, PrecisionOpt, check_fraction
+from cnnmrf.cli.options import CheckpointOpt, DataPath, DeviceOpt, HeldOutFraction, HeldOutSeed, PrecisionOpt
 from cnnmrf.data.decoding import Decoding
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
@@ -56,24 +56,8 @@ def evaluate(
     split: Annotated[
         Split, typer.Option(help="test: FLIC's test split. val: the training split's held-out rows (tune on these).")
     ] = Split.test,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option(
-            help="With --split val: the share held out in training. Default: the checkpoint's (0.1 if it records "
-            "none); another value needs --force.",
-            callback=check_fraction,
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="With --split val: the training run's --seed. Default: the checkpoint's (0 if it records none); "
-            "another value needs --force.",
-            min=0,
-            show_default=False,
-        ),
-    ] = None,
+    val_fraction: HeldOutFraction = None,
+    seed: HeldOutSeed = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples (quick looks).", min=1)] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite existing outputs; with --split val, allow other held-out rows.")

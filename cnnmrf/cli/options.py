@@ -48,3 +48,24 @@ def check_fraction(value: float | None) -> float | None:
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show full tracebacks on errors (before or after the command name).")
 ]
+
+
+# Which validation rows (evaluate --split val, calibrate): the training run's, as its checkpoint records them.
+HeldOutFraction = Annotated[
+    float | None,
+    typer.Option(
+        help="The training run's held-out share (its --val-fraction). Default: the checkpoint's (0.1 if it records "
+        "none); another value needs --force.",
+        callback=check_fraction,
+        show_default=False,
+    ),
+]
+HeldOutSeed = Annotated[
+    int | None,
+    typer.Option(
+        help="The training run's --seed (which drew the held-out rows). Default: the checkpoint's (0 if it records "
+        "none); another value needs --force.",
+        min=0,
+        show_default=False,
+    ),
+]
