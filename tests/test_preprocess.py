@@ -16,10 +16,10 @@ from cnnmrf.data.preprocess import preprocess_flic
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import PERSONS, TINY_CONFIG, build_tiny_h5, expected_labels, image_name, write_tiny_flic
+from tests.helpers import require_flic
 
 K = len(JOINT_NAMES)
 SPLIT_INDEX = {s: [i for i, p in enumerate(PERSONS) if p.split == s] for s in ("train", "test")}
-REAL_FLIC = Path(__file__).resolve().parents[2] / "shared/flic/FLIC"
 
 
 def read_all(path: Path) -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -360,11 +360,10 @@ def test_missing_or_bad_annotations(flic_copy: Path, tmp_path: Path) -> None:
 
 
 def test_real_flic_subset(tmp_path: Path) -> None:
-    if not (REAL_FLIC / "examples.mat").is_file():
-        pytest.skip(f"no FLIC copy at {REAL_FLIC}")
+    flic = require_flic()  # skips, saying where it looked, without the real FLIC copy
     out = tmp_path / "flic40.h5"
     config = PreprocessConfig()
-    report = preprocess_flic(REAL_FLIC, out, config, workers=1, limit=40)
+    report = preprocess_flic(flic, out, config, workers=1, limit=40)
     assert report.counts == {"train": 32, "test": 8} and not report.bad
     stride = config.heatmap_stride
     hh, hw = config.heatmap_size
