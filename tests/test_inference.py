@@ -20,12 +20,14 @@ from cnnmrf.data.geometry import (
     pil_affine_data,
 )
 from cnnmrf.data.heatmaps import Decoder, Decoding, decode_heatmaps, encode_heatmaps
+from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import (
     DETECTOR,
     SPATIAL,
     decode_to_original,
     final_joints,
     heatmap_to_original,
+    predict_crops,
     predict_heatmap_sets,
     predict_rows,
     unzoom_heatmaps,
@@ -66,7 +68,7 @@ def test_flip_test_of_a_symmetric_input_is_mirror_symmetric() -> None:
     model = tiny_model()
     x = torch.rand(2, 3, 64, 64)
     x = 0.5 * (x + x.flip(-1))  # left-right symmetric crops
-    maps = predict_heatmap_sets(model, x, flip_test=True)
+    maps = predict_heatmap_sets(model, x, InferenceConfig(flip_test=True))
     assert set(maps) == {DETECTOR, SPATIAL}
     for m in maps.values():  # (2, K, 16, 16)
         torch.testing.assert_close(m.flip(-1)[:, PERM], m, atol=1e-5, rtol=1e-5)
@@ -75,8 +77,8 @@ def test_flip_test_of_a_symmetric_input_is_mirror_symmetric() -> None:
 def test_flip_test_is_equivariant_to_mirroring() -> None:
     model = tiny_model(seed=1)
     x = torch.rand(2, 3, 64, 64)
-    plain = predict_heatmap_sets(model, x, flip_test=True)[SPATIAL]  # (2, K, 16, 16)
-    mirrored = predict_heatmap_sets(model, x.flip(-1), flip_test=True)[SPATIAL]
+    plain = predict_heatmap_sets(model, x, InferenceConfig(flip_test=True))[SPATIAL]  # (2, K, 16, 16)
+    mirrored = predict_heatmap_sets(model, x.flip(-1), InferenceConfig(flip_test=True))[SPATIAL]
     torch.testing.assert_close(mirrored, plain.flip(-1)[:, PERM], atol=1e-5, rtol=1e-5)
     # Decoded joints: joint k in the mirrored crop is joint perm[k] of the original crop, mirrored.
     c1, _ = decode_heatmaps(plain, refine=True)
@@ -89,15 +91,18 @@ def test_single_scale_equals_plain_forward() -> None:
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         out = model(x)
-    maps = predict_heatmap_sets(model, x, scales=(1.0,))  # runs the convolutions channels-last: equal up to round-off
+    maps = predict_heatmap_sets(
+        model, x, InferenceConfig(scales=(1.0,))
+    )  # runs the convolutions channels-last: equal up to round-off
     for name in (DETECTOR, SPATIAL):
         assert torch.allclose(maps[name], out[name], atol=1e-5, rtol=1e-5)
-    flipped = predict_heatmap_sets(model, x, flip_test=True, scales=(1.0,))
+    flipped = predict_heatmap_sets(model, x, InferenceConfig(flip_test=True, scales=(1.0,)))
     with torch.no_grad():
         mirror = model(x.flip(-1))["spatial"].flip(-1)[:, PERM]
     assert torch.allclose(flipped[SPATIAL], 0.5 * (out["spatial"] + mirror), atol=1e-5, rtol=1e-5)
-    assert set(predict_heatmap_sets(model, x, use_spatial=False)) == {DETECTOR}
-    assert torch.allclose(predict_heatmap_sets(model, x, use_spatial=False)[DETECTOR], out["detector"], atol=1e-5)
+    detector_only = predict_heatmap_sets(model, x, InferenceConfig(use_spatial=False))
+    assert set(detector_only) == {DETECTOR}
+    assert torch.allclose(detector_only[DETECTOR], out["detector"], atol=1e-5)
 
 
 def test_zoom_matches_augmentation_transform() -> None:
@@ -136,7 +141,7 @@ def test_multi_scale_runs_and_covers_every_pixel() -> None:
     model = tiny_model()
     x = torch.rand(2, 3, 64, 64)
     for scales in ((1.0, 0.8, 1.2), (1.2, 1.4)):
-        maps = predict_heatmap_sets(model, x, flip_test=True, scales=scales)
+        maps = predict_heatmap_sets(model, x, InferenceConfig(flip_test=True, scales=scales))
         for m in maps.values():
             assert m.shape == (2, 10, 16, 16) and torch.isfinite(m).all()
 
@@ -148,9 +153,33 @@ def test_predict_rows_gives_the_same_joints_in_any_row_order(tiny_h5: Path) -> N
     rows = np.array([5, 0, 3, 3, 7])
     joints, scores, mass = final_joints(predict_rows(model, tiny_h5, "train", rows, batch_size=2, device="cpu"))
     assert joints.shape == (5, 10, 2) and scores.shape == (5, 10) and mass.shape == (5, 10)
-    sets = predict_rows(model, tiny_h5, "train", np.arange(n), batch_size=64, use_spatial=True)
+    sets = predict_rows(model, tiny_h5, "train", np.arange(n), batch_size=64, config=InferenceConfig(use_spatial=True))
     np.testing.assert_allclose(joints, sets[SPATIAL].joints[rows], atol=1e-4)
     np.testing.assert_array_equal(joints[2], joints[3])  # a repeated row gives the same prediction
-    detector_only = predict_rows(model, tiny_h5, "train", rows, use_spatial=False)
+    detector_only = predict_rows(model, tiny_h5, "train", rows, config=InferenceConfig(use_spatial=False))
     assert set(detector_only) == {DETECTOR}
     np.testing.assert_allclose(detector_only[DETECTOR].joints, sets[DETECTOR].joints[rows], atol=1e-4)
+
+
+def test_inference_config_defaults_and_scales() -> None:
+    config = InferenceConfig()
+    assert (config.use_spatial, config.flip_test, config.scales, config.dtype) == (True, False, (1.0,), torch.float32)
+    assert config.decoder == Decoder()  # DARK with the default targets' sigma
+    assert InferenceConfig(scales=[1, 0.8]).scales == (1.0, 0.8)  # a list becomes a tuple of floats
+    with pytest.raises(AttributeError):
+        config.flip_test = True  # type: ignore[misc]  # frozen: one config is shared by every batch
+
+
+def test_predict_crops_follows_its_config(tiny_h5: Path) -> None:
+    model = tiny_model()
+    with h5py.File(tiny_h5, "r") as h5:
+        crops, transforms = h5["train"]["images"][:2], h5["train"]["transform"][:2]
+    plain = predict_crops(model, crops, transforms)
+    assert set(plain) == {DETECTOR, SPATIAL}
+    alone = predict_crops(model, crops, transforms, config=InferenceConfig(use_spatial=False))
+    assert set(alone) == {DETECTOR}
+    np.testing.assert_array_equal(alone[DETECTOR].joints, plain[DETECTOR].joints)
+    argmax = predict_crops(model, crops, transforms, config=InferenceConfig(decoder=Decoder(Decoding.argmax)))
+    cells = np.stack([input_to_heatmap(apply_affine(t, j), 4) for t, j in zip(transforms, argmax[SPATIAL].joints)])
+    np.testing.assert_allclose(cells, np.round(cells), atol=1e-6)  # argmax: whole heatmap cells
+    assert not np.array_equal(argmax[SPATIAL].joints, plain[SPATIAL].joints)

@@ -12,6 +12,7 @@ from PIL import Image
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.devices import autocast
 from cnnmrf.inference.calibration import NUM_PERSON_FEATURES, Calibration, JointCalibration, PersonVerifier
+from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import predict_crops
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import box_iou, scan_proposals
@@ -62,7 +63,7 @@ def test_candidates_are_predicted_and_scored_in_float32_whatever_the_search_prec
     found = {}
     for precision in ("fp32", "bf16"):
         predictor = PosePredictor.from_checkpoint(random_model, "cpu", precision)
-        assert predictor.precision == precision
+        assert predictor.precision == precision and predictor.crop_config.dtype == torch.float32
         found[precision] = predictor.predict_image(photo, box=box)
     assert found["bf16"].precision == "bf16" and found["bf16"].to_dict()["precision"] == "bf16"
     [a], [b] = found["fp32"].people, found["bf16"].people
@@ -77,7 +78,7 @@ def test_bfloat16_does_move_the_random_models_joints(random_model: Path) -> None
     crops = np.array(draw_image(1, tiny_annotations(), np.random.default_rng(7)))[None, :64, 40:104]  # (1, 64, 64, 3)
     transforms = np.array([[[1.0, 0.0, -40.0], [0.0, 1.0, 0.0]]])  # (1, 2, 3)
     joints = {
-        dtype: predict_crops(predictor.model, crops, transforms, dtype=dtype)["spatial"].joints
+        dtype: predict_crops(predictor.model, crops, transforms, config=InferenceConfig(dtype=dtype))["spatial"].joints
         for dtype in (torch.float32, torch.bfloat16)
     }
     assert not np.array_equal(joints[torch.float32], joints[torch.bfloat16])

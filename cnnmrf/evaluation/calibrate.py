@@ -22,13 +22,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import open_dataset, read_split
-from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.evaluate import check_geometry
@@ -51,10 +49,12 @@ from cnnmrf.inference.calibration import (
     PersonVerifier,
     expected_calibration_error,
 )
-from cnnmrf.inference.crops import predict_rows
+from cnnmrf.inference.crops import final_joints, predict_rows
 from cnnmrf.inference.faces import FaceGeometry, detect_faces, fit_face_geometry
-from cnnmrf.inference.photos import Candidates, PosePredictor
-from cnnmrf.inference.search import SearchConfig, merge_people
+from cnnmrf.inference.people import select_people
+from cnnmrf.inference.photos import PosePredictor
+from cnnmrf.inference.search import SearchConfig
+from cnnmrf.inference.topdown import Candidates
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint, save_checkpoint
 
@@ -71,15 +71,8 @@ def fit_joint_calibration(
     Returns:
         The maps, and per output the (N, K) scores and (N, K) outcomes (NaN where unlabelled) they were fitted on.
     """
-    sets = predict_rows(
-        predictor.model,
-        data,
-        split,
-        rows,
-        device=predictor.device,
-        decoder=Decoder(sigma=predictor.preprocess.heatmap_sigma),
-        dtype=torch.float32,  # as predict scores its people, whatever the search's precision (PosePredictor.dtype)
-    )
+    # as predict scores its people (float32, whatever the search's precision: PosePredictor.dtype)
+    sets = predict_rows(predictor.model, data, split, rows, device=predictor.device, config=predictor.crop_config)
     truth = read_split(data, split, ("joints",), rows)["joints"]  # (N, K, 2)
     samples = {}
     for name, joints in sets.items():
@@ -140,7 +133,7 @@ def search_sample(
         labels.append(label)
         boxes.append(found.boxes)
         photo.append(np.full(len(label), len(kinds)))
-        joints.append(found.sets["spatial" if "spatial" in found.sets else "detector"].joints)
+        joints.append(final_joints(found.sets).joints)
         truth.append(frame)
         kinds.append(kind)
         strips.append(strip)
@@ -176,15 +169,9 @@ def search_sample(
 
 
 def reported(sample: SearchSample, scores: np.ndarray, threshold: float, search: SearchConfig) -> list[np.ndarray]:
-    """Per photo, the candidates `predict` would report (indices into the sample), as :class:`PosePredictor` picks
-    them: non-maximum suppression by score, then the threshold."""
-    kept = []
-    for p in range(len(sample.kinds)):
-        mine = np.flatnonzero(sample.photo == p)
-        if len(mine):
-            mine = mine[merge_people(sample.boxes[mine], scores[mine], search)]
-        kept.append(mine[scores[mine] >= threshold])
-    return kept
+    """Per photo, the candidates `predict` would report at ``threshold`` (indices into the sample), picked by the
+    same :func:`select_people` as :class:`PosePredictor` picks them."""
+    return select_people(sample.boxes, scores, sample.photo, [threshold] * len(sample.kinds), search)
 
 
 def search_metrics(

@@ -20,6 +20,7 @@ from cnnmrf.evaluation.options import EvaluateOptions, Split
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.evaluation.report import plot_pck_curves, save_metrics, save_predictions
 from cnnmrf.files import check_output_folder, output_folder, written_together
+from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, predict_rows
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 
@@ -168,20 +169,14 @@ def _evaluate(
     precision = resolve_precision(options.precision, device)
     model = model.to(device)
 
-    sets = predict_rows(
-        model,
-        data,
-        source,
-        rows,
-        batch_size=options.batch_size,
-        device=device,
+    config = InferenceConfig(
         use_spatial=options.use_spatial,
         flip_test=options.flip_test,
-        decoder=Decoder(options.decoding, prep.heatmap_sigma),
         scales=options.scales,
+        decoder=Decoder(options.decoding, prep.heatmap_sigma),
         dtype=precision.dtype,
-        on_progress=on_progress,
     )
+    sets = predict_rows(model, data, source, rows, options.batch_size, device, config, on_progress)
     results = {name: evaluate_pck(joints.joints, truth) for name, joints in sets.items()}
     headline = SPATIAL if SPATIAL in results else DETECTOR
     seconds = time.perf_counter() - started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from cnnmrf.data.format import open_dataset
 from cnnmrf.data.geometry import apply_affine, heatmap_to_input, invert_affine
-from cnnmrf.data.heatmaps import DEFAULT_DECODER, Decoder
+from cnnmrf.data.heatmaps import Decoder
 from cnnmrf.devices import autocast
+from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.joints import FLIP_PERMUTATION
 from cnnmrf.models.pose import PoseModel
 
@@ -77,32 +78,27 @@ def unzoom_heatmaps(maps: torch.Tensor, scale: float) -> tuple[torch.Tensor, tor
 
 @torch.no_grad()
 def predict_heatmap_sets(
-    model: PoseModel,
-    images: torch.Tensor,
-    use_spatial: bool = True,
-    flip_test: bool = False,
-    scales: Sequence[float] = (1.0,),
-    dtype: torch.dtype = torch.float32,
+    model: PoseModel, images: torch.Tensor, config: InferenceConfig | None = None
 ) -> dict[str, torch.Tensor]:
     """Detector and (when used) spatial-model heatmaps of a batch of crops, from the same forward passes.
 
-    Each variant (every scale, and its mirror with ``flip_test``) is run through the model; mirrored maps are
-    flipped back with left/right channels swapped, zoomed maps are resampled into the reference heatmap frame
-    (:func:`unzoom_heatmaps`), and the score maps (logits, log-beliefs) are averaged per pixel, weighted by how much
-    of the variant covered that pixel. Pixels no variant saw (only if 1.0 is not among ``scales``) get the map's
-    minimum. With ``scales == (1.0,)`` this is exactly the plain (or flip-averaged) output.
+    Each variant (every one of ``config.scales``, and its mirror with ``config.flip_test``) is run through the
+    model; mirrored maps are flipped back with left/right channels swapped, zoomed maps are resampled into the
+    reference heatmap frame (:func:`unzoom_heatmaps`), and the score maps (logits, log-beliefs) are averaged per
+    pixel, weighted by how much of the variant covered that pixel. Pixels no variant saw (only if 1.0 is not among
+    the scales) get the map's minimum. With ``scales == (1.0,)`` this is exactly the plain (or flip-averaged) output.
 
     Args:
         model: the pose model, in eval mode.
         images: (B, 3, S, S) crops in [0, 1].
-        use_spatial: also run the spatial model (if the model has one).
-        flip_test: average with the mirrored crops.
-        scales: zoom factors about the crop centre (> 1 enlarges the person).
-        dtype: the detector's arithmetic, float32 or bfloat16 (autocast; the spatial model stays float32).
+        config: use of the spatial model, flip and scales, the detector's arithmetic (its decoder is not used here;
+            default :class:`InferenceConfig`).
 
     Returns:
         ``{"detector": (B, K, H, W)}`` plus ``"spatial": (B, K, H, W)`` when the spatial model ran; higher is better.
     """
+    config = config or InferenceConfig()
+    use_spatial, flip_test, scales, dtype = config.use_spatial, config.flip_test, config.scales, config.dtype
     perm = list(FLIP_PERMUTATION)
     sums: dict[str, torch.Tensor] = {}
     weights: dict[float, torch.Tensor | float] = {}
@@ -135,9 +131,7 @@ def predict_heatmap_sets(
     return out_maps
 
 
-def decode_to_original(
-    heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, decoder: Decoder = DEFAULT_DECODER
-) -> Joints:
+def decode_to_original(heatmaps: torch.Tensor, transforms: np.ndarray, stride: int, decoder: Decoder) -> Joints:
     """Decode peaks of (B, K, H, W) heatmaps and map them through (B, 2, 3) crop transforms to original pixels."""
     maps = heatmaps.float().cpu()  # (B, K, H, W)
     coords, scores = decoder(maps)  # (B, K, 2), (B, K)
@@ -151,11 +145,7 @@ def predict_crops(
     crops: np.ndarray,
     transforms: np.ndarray,
     device: torch.device | str = "cpu",
-    use_spatial: bool = True,
-    flip_test: bool = False,
-    decoder: Decoder = DEFAULT_DECODER,
-    scales: Sequence[float] = (1.0,),
-    dtype: torch.dtype = torch.float32,
+    config: InferenceConfig | None = None,
 ) -> dict[str, Joints]:
     """Joints of a batch of model-input crops, for the detector alone and (when it ran) the full model.
 
@@ -164,19 +154,16 @@ def predict_crops(
         crops: (B, S, S, 3) uint8 crops.
         transforms: (B, 2, 3) original-image -> crop transforms.
         device: where the model lives.
-        use_spatial: run the spatial model too (if the model has one).
-        flip_test: average with the mirrored crops.
-        decoder: how peaks become sub-pixel positions (DARK by default; give the model's target sigma).
-        scales: multi-scale testing zoom factors.
-        dtype: the detector's arithmetic (float32 or bfloat16).
+        config: use of the spatial model, flip, scales, decoding and arithmetic (default :class:`InferenceConfig`).
 
     Returns:
         ``{"detector": Joints}`` plus ``"spatial": Joints`` when the spatial model ran.
     """
+    config = config or InferenceConfig()
     images = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    maps = predict_heatmap_sets(model, images, use_spatial, flip_test, scales, dtype)  # name -> (B, K, H, W)
+    maps = predict_heatmap_sets(model, images, config)  # name -> (B, K, H, W)
     stride = model.config.detector.stride
-    return {name: decode_to_original(m, transforms, stride, decoder) for name, m in maps.items()}
+    return {name: decode_to_original(m, transforms, stride, config.decoder) for name, m in maps.items()}
 
 
 @torch.no_grad()
@@ -187,11 +174,7 @@ def predict_rows(
     rows: np.ndarray,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
-    use_spatial: bool = True,
-    flip_test: bool = False,
-    decoder: Decoder = DEFAULT_DECODER,
-    scales: Sequence[float] = (1.0,),
-    dtype: torch.dtype = torch.float32,
+    config: InferenceConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Joints]:
     """Predict joints for rows of a split of the HDF5 dataset, detector alone and full model in one pass.
@@ -203,16 +186,13 @@ def predict_rows(
         rows: (N,) row numbers in the split, any order.
         batch_size: crops per forward pass (times the number of flip/scale variants).
         device: where the model lives.
-        use_spatial: run the spatial model too (if the model has one).
-        flip_test: average with the mirrored crops.
-        decoder: how peaks become sub-pixel positions (DARK by default; give the model's target sigma).
-        scales: multi-scale testing zoom factors.
-        dtype: the detector's arithmetic (float32 or bfloat16).
+        config: use of the spatial model, flip, scales, decoding and arithmetic (default :class:`InferenceConfig`).
         on_progress: called with (done, total) after each batch.
 
     Returns:
         ``{"detector": Joints}`` plus ``"spatial": Joints`` when the spatial model ran, in the order of ``rows``.
     """
+    config = config or InferenceConfig()
     model.eval()
     rows = np.asarray(rows, dtype=np.int64)
     parts: dict[str, list[Joints]] = {}
@@ -220,15 +200,14 @@ def predict_rows(
         for start in range(0, len(rows), batch_size):
             batch = dataset.read(split, ("images", "transform"), rows[start : start + batch_size])
             crops, transforms = batch["images"], batch["transform"]  # (B, S, S, 3) uint8, (B, 2, 3)
-            options = {"use_spatial": use_spatial, "flip_test": flip_test, "decoder": decoder, "scales": scales}
-            for name, joints in predict_crops(model, crops, transforms, device, dtype=dtype, **options).items():
+            for name, joints in predict_crops(model, crops, transforms, device, config).items():
                 parts.setdefault(name, []).append(joints)
             if on_progress is not None:
                 on_progress(min(start + batch_size, len(rows)), len(rows))
     if not parts:  # no rows: empty arrays of the right shape
         k = model.config.detector.num_joints
         empty = Joints(np.zeros((0, k, 2)), np.zeros((0, k), np.float32), np.zeros((0, k), np.float32))
-        return {DETECTOR: empty, **({SPATIAL: empty} if use_spatial and model.spatial is not None else {})}
+        return {DETECTOR: empty, **({SPATIAL: empty} if config.use_spatial and model.spatial is not None else {})}
     return {name: Joints(*(np.concatenate(parts) for parts in zip(*ps))) for name, ps in parts.items()}
 
 

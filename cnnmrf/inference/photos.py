@@ -1,4 +1,6 @@
-"""People in photos: decode, take the given torso box or search for people, verify and score them, save the result."""
+"""People in photos, the front of `predict`'s pipeline: decode a photo, take the given torso box or propose boxes
+(:mod:`cnnmrf.inference.proposals`), predict the pose in them (:mod:`cnnmrf.inference.topdown`), score and select the
+people (:mod:`cnnmrf.inference.people`)."""
 
 from __future__ import annotations
 
@@ -13,23 +15,20 @@ import torch
 from PIL import Image
 
 from cnnmrf.data.format import PreprocessConfig
-from cnnmrf.data.geometry import box_problem, crop_transform
+from cnnmrf.data.geometry import box_problem
 from cnnmrf.data.heatmaps import Decoder
-from cnnmrf.data.images import decode_image, render
-from cnnmrf.devices import Precision, autocast, resolve_device, resolve_precision
+from cnnmrf.data.images import decode_image
+from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.inference.calibration import Calibration, person_features
-from cnnmrf.inference.crops import DETECTOR, SPATIAL, Joints, final_joints, predict_crops
-from cnnmrf.inference.faces import FaceGeometry, detect_faces, face_proposals
+from cnnmrf.inference.calibration import Calibration
+from cnnmrf.inference.config import InferenceConfig
+from cnnmrf.inference.crops import DETECTOR, SPATIAL
+from cnnmrf.inference.faces import FaceGeometry, detect_faces
 from cnnmrf.inference.outputs import ImagePrediction, Person
-from cnnmrf.inference.search import (
-    Proposal,
-    SearchConfig,
-    box_from_joints,
-    merge_people,
-    non_maximum_suppression,
-    scan_proposals,
-)
+from cnnmrf.inference.people import Scorer, select_people
+from cnnmrf.inference.proposals import PersonSearch, Photo, ProposalSource, original_size
+from cnnmrf.inference.search import Proposal, SearchConfig
+from cnnmrf.inference.topdown import Candidates, TopDown
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from cnnmrf.models.pose import PoseModel
 
@@ -88,31 +87,17 @@ def load_image(data: bytes, target_scale: float = 1.0) -> tuple[Image.Image, flo
 
 
 @dataclass
-class Candidates:
-    """Torso boxes of a batch of photos that may hold people, each predicted by the full model."""
-
-    owner: np.ndarray  # (N,) the photo each candidate belongs to
-    proposals: list[Proposal]  # where each came from (its box before re-fitting)
-    boxes: np.ndarray  # (N, 4) the final (re-fitted) torso boxes, original pixels
-    sets: dict[str, Joints]  # per model output ("detector", "spatial"): (N, K, 2) joints and (N, K) peak scores
-    faces: list[np.ndarray]  # per candidate: (M, 4) the faces found in its photo
-
-    def features(self) -> np.ndarray:
-        """(N, F) :func:`person_features` (without a spatial model the detector's output stands in for it)."""
-        detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
-        return person_features(detector, spatial, self.boxes, self.faces)
-
-
-@dataclass
 class PosePredictor:
-    """A loaded pose model with its crop geometry and calibration, ready to find people in photos."""
+    """A loaded pose model with its crop geometry and calibration, ready to find people in photos: a thin front over
+    the pipeline's parts, built from its fields (:attr:`person_search`, :attr:`top_down`, :attr:`scorer`, then
+    :func:`select_people`)."""
 
     model: PoseModel
     preprocess: PreprocessConfig
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     use_spatial: bool = True  # report the spatial model's joints (if the model has one), else the detector's
     flip_test: bool = False  # average with the mirrored crop
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # the search, re-fits and merges: the defaults
     # The person search's arithmetic, float32 or bfloat16 (autocast): the scan over the whole photo. Candidates are
     # always predicted, re-fitted and scored in float32, so people, joints and scores do not depend on it.
     dtype: torch.dtype = torch.float32
@@ -120,6 +105,7 @@ class PosePredictor:
     min_score: float | None = None  # people below this P(person) are dropped (None: the calibration's default)
     max_people: int | None = None  # at most this many people per photo (None: all above min_score)
     face_geometry: FaceGeometry | None = None  # face -> torso box for face proposals (None: no face proposals)
+    proposals: ProposalSource | None = None  # where searched photos' torso boxes come from (None: PersonSearch)
 
     @classmethod
     def from_checkpoint(
@@ -167,69 +153,56 @@ class PosePredictor:
             return self.min_score
         return self.calibration.min_score if self.calibration is not None else 0.0
 
-    def faces(self, image: Image.Image, decode_factor: float = 1.0) -> np.ndarray:
-        """(M, 4) faces in a photo, original pixels (none without a face geometry or with ``search.faces`` off)."""
-        if self.search.faces and self.face_geometry is not None:
-            return detect_faces(image, decode_factor)
-        return np.zeros((0, 4))
+    @property
+    def crop_config(self) -> InferenceConfig:
+        """How every candidate box is predicted: float32 and both outputs whatever ``dtype`` (the scores are calibrated
+        on exactly this), flipped with ``flip_test``, decoded with the model's target sigma."""
+        decoder = Decoder(sigma=self.preprocess.heatmap_sigma)
+        return InferenceConfig(use_spatial=True, flip_test=self.flip_test, decoder=decoder, dtype=torch.float32)
 
-    def propose(
-        self, image: Image.Image, decode_factor: float = 1.0, faces: np.ndarray | None = None
-    ) -> list[Proposal]:
-        """Torso-box proposals in a photo: the detector's scan and (with a face geometry, from a calibrated checkpoint)
-        faces (:meth:`faces` unless given), the overlapping ones dropped, at most ``search.max_proposals``, faces
-        first, then by scan score."""
-        with autocast(self.device, self.dtype):
-            found = scan_proposals(self.model.detector, image, self.torso_px, decode_factor, self.search, self.device)
-        faces = self.faces(image, decode_factor) if faces is None else faces
-        if self.face_geometry is not None:
-            found = face_proposals(faces, self.face_geometry) + found
-        if not found:
-            return []
-        ranked = sorted(found, key=lambda p: (p.source == "face", p.score), reverse=True)  # faces (largest) first
-        kept = non_maximum_suppression(
-            np.stack([p.box for p in ranked]), -np.arange(len(ranked), dtype=np.float64), self.search.proposal_overlap
-        )
-        return [ranked[i] for i in kept[: self.search.max_proposals]]
+    @property
+    def person_search(self) -> ProposalSource:
+        """The proposal source: ``proposals`` if given, else the scan and faces (:class:`PersonSearch`)."""
+        if self.proposals is not None:
+            return self.proposals
+        detector, geometry = self.model.detector, self.face_geometry
+        return PersonSearch(detector, self.torso_px, self.device, self.search, self.dtype, geometry)
+
+    @property
+    def top_down(self) -> TopDown:
+        """The top-down runner: :attr:`crop_config` crops, ``search.refine_steps`` re-fits."""
+        return TopDown(self.model, self.preprocess, self.device, self.crop_config, self.search.refine_steps)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The calibration's person and joint probabilities."""
+        return Scorer(self.calibration)
+
+    def photo(self, image: Image.Image, decode_factor: float = 1.0) -> Photo:
+        """A decoded photo with its (M, 4) faces in original pixels (proposals, and evidence for the person score;
+        none without a face geometry or with ``search.faces`` off)."""
+        faces = np.zeros((0, 4))
+        if self.search.faces and self.face_geometry is not None:
+            faces = detect_faces(image, decode_factor)
+        return Photo(image, decode_factor, faces)
 
     def candidates(self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray | None]) -> Candidates:
-        """Every torso box worth verifying in a batch of photos, predicted by the full model.
-
-        Where no box is given, every :meth:`propose` box goes through the full model, is re-fitted to its predicted
-        torso (:func:`box_from_joints`) and predicted again ``search.refine_steps`` times. A given box is predicted
-        as it is.
+        """Every torso box worth verifying in a batch of photos, predicted by the full model: where no box is given,
+        the :attr:`person_search` proposals (re-fitted by the :attr:`top_down` runner), else the given box as it is.
 
         Raises:
             CnnmrfError: a given box lies outside its image.
         """
-        sizes = _original_sizes(images)
-        owner: list[int] = []  # the image each candidate box belongs to
-        proposals: list[Proposal] = []
-        faces = [self.faces(image, factor) for image, factor in images]  # (M, 4) each: proposals, and evidence
-        for i, ((image, factor), box) in enumerate(zip(images, boxes, strict=True)):
+        photos = [self.photo(image, factor) for image, factor in images]
+        search = self.person_search
+        proposals: list[list[Proposal]] = []
+        for photo, box in zip(photos, boxes, strict=True):
             if box is None:
-                found = self.propose(image, factor, faces[i])
+                proposals.append(search.propose(photo))
             else:
-                check_box(box, sizes[i])
-                found = [Proposal(np.asarray(box, dtype=np.float64), 0.0, "given")]
-            proposals += found
-            owner += [i] * len(found)
-        current = [p.box for p in proposals]  # (4,) each, original pixels
-        sets = self._predict_boxes([images[i] for i in owner], current)
-        searched = [c for c, p in enumerate(proposals) if p.source != "given"]
-        for _ in range(self.search.refine_steps if searched else 0):
-            # The proposals' scale and position are coarse: re-fit each box to its predicted torso, predict again.
-            predicted = final_joints(sets).joints  # (N, K, 2)
-            for c in searched:
-                current[c] = box_from_joints(predicted[c], current[c], sizes[owner[c]])
-            again = self._predict_boxes([images[owner[c]] for c in searched], [current[c] for c in searched])
-            for name, joints in again.items():
-                for field_now, field_again in zip(sets[name], joints):  # joints, scores, peak_mass
-                    field_now[searched] = field_again
-        face_boxes = [faces[i] for i in owner]
-        return Candidates(
-            np.array(owner, dtype=np.int64), proposals, np.array(current).reshape(-1, 4), sets, face_boxes
-        )
+                check_box(box, photo.size)
+                proposals.append([Proposal(np.asarray(box, dtype=np.float64), 0.0, "given")])
+        return self.top_down.candidates(photos, proposals)
 
     def predict_images(
         self,
@@ -252,75 +225,42 @@ class PosePredictor:
             CnnmrfError: a given box lies outside its image.
         """
         files = list(files) if files is not None else [""] * len(images)
-        sizes = _original_sizes(images)
+        sizes = [original_size(image, factor) for image, factor in images]
         found = self.candidates(images, boxes)
-        people = self._people(found, sizes)
+        people = self._people(found, [box is not None for box in boxes], sizes)
         return [
             ImagePrediction(file, size, people[i], self.precision) for i, (file, size) in enumerate(zip(files, sizes))
         ]
 
-    def person_scores(self, found: Candidates) -> np.ndarray | None:
-        """(N,) calibrated P(person) of each candidate, or None without calibration."""
-        if self.calibration is None or not found.proposals:
-            return None
-        return self.calibration.person.probability(found.features())
-
-    def _people(self, found: Candidates, sizes: list[tuple[int, int]]) -> list[list[Person]]:
-        """Score the candidates, then per image: NMS, threshold, ``max_people``."""
-        people: list[list[Person]] = [[] for _ in sizes]
+    def _people(self, found: Candidates, given: Sequence[bool], sizes: list[tuple[int, int]]) -> list[list[Person]]:
+        """Score the candidates, then :func:`select_people` per photo: a searched photo's threshold is
+        :attr:`threshold` (uncalibrated: only the best candidate), a given box's one person is never dropped."""
         if not found.proposals:
-            return people
+            return [[] for _ in sizes]
         reported_name = SPATIAL if self.use_spatial and SPATIAL in found.sets else DETECTOR
         reported = found.sets[reported_name]
-        score = self.person_scores(found)  # (N,) or None
-        joint_map = None if self.calibration is None else self.calibration.joints.get(reported_name)
-        joint_scores = None if joint_map is None else joint_map.probability(reported.scores)  # (N, K)
+        score = self.scorer.people(found)  # (N,) or None
+        joint_scores = self.scorer.joints(reported_name, reported.scores)  # (N, K) or None
         rank = score if score is not None else reported.scores.mean(axis=-1)  # (N,) uncalibrated: mean peak
-        for i, size in enumerate(sizes):
-            mine = np.flatnonzero(found.owner == i)
-            if len(mine) == 0:
-                continue
-            kept = mine[merge_people(found.boxes[mine], rank[mine], self.search)]
-            if found.proposals[mine[0]].source != "given":
-                # searched: keep the likely people; uncalibrated, only the best (its score has no meaning)
-                kept = kept[score[kept] >= self.threshold] if score is not None else kept[:1]
+        thresholds = [None if score is None or g else self.threshold for g in given]
+        kept = select_people(found.boxes, rank, found.owner, thresholds, self.search, self.max_people)
+        people = []
+        for mine, size in zip(kept, sizes, strict=True):
             limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
-            people[i] = [
-                Person(
-                    clip_box(found.boxes[c], size),
-                    found.proposals[c].source,
-                    np.clip(reported.joints[c], 0, limit),
-                    reported.scores[c],
-                    None if score is None else float(score[c]),
-                    None if joint_scores is None else joint_scores[c],
-                )
-                for c in kept[: self.max_people]
-            ]
+            people.append(
+                [
+                    Person(
+                        clip_box(found.boxes[c], size),
+                        found.proposals[c].source,
+                        np.clip(reported.joints[c], 0, limit),
+                        reported.scores[c],
+                        None if score is None else float(score[c]),
+                        None if joint_scores is None else joint_scores[c],
+                    )
+                    for c in mine
+                ]
+            )
         return people
-
-    def _predict_boxes(
-        self, images: Sequence[tuple[Image.Image, float]], boxes: Sequence[np.ndarray]
-    ) -> dict[str, Joints]:
-        """Crop each image around its torso box and run the full model on all crops in one batch (both outputs)."""
-        size = self.preprocess.input_size
-        crops, transforms = [], []
-        for (image, factor), box in zip(images, boxes, strict=True):
-            transform = crop_transform(box, size, self.preprocess.crop_scale)  # (2, 3) original -> input
-            source, source_factor = _prefiltered(image, factor, transform[0, 0])
-            crops.append(render(source, transform, size, source_factor))  # (S, S, 3)
-            transforms.append(transform)
-        if not crops:
-            return {}
-        return predict_crops(
-            self.model,
-            np.stack(crops),
-            np.stack(transforms),
-            self.device,
-            use_spatial=True,
-            flip_test=self.flip_test,
-            decoder=Decoder(sigma=self.preprocess.heatmap_sigma),
-            dtype=torch.float32,  # what the scores are calibrated on: the same whatever the search's arithmetic
-        )
 
     def predict_image(
         self, image: Image.Image, decode_factor: float = 1.0, box: np.ndarray | None = None, file: str = ""
@@ -359,15 +299,3 @@ def clip_box(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A (4,) x1, y1, x2, y2 box clipped to a (width, height) image's pixel centres, 0 to width - 1 and height - 1."""
     limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
     return np.clip(box, 0, np.concatenate([limit, limit]))
-
-
-def _original_sizes(images: Sequence[tuple[Image.Image, float]]) -> list[tuple[int, int]]:
-    """(width, height) of each photo before its decode factor shrank it."""
-    return [(round(image.size[0] * factor), round(image.size[1] * factor)) for image, factor in images]
-
-
-def _prefiltered(image: Image.Image, factor: float, scale: float) -> tuple[Image.Image, float]:
-    """Box-filter the image down by an integer factor when the crop shrinks it 2x or more (as a JPEG draft decode
-    does for the training crops), so the bilinear crop does not alias. Returns the image and its decode factor."""
-    n = int(1.0 / (scale * factor)) if scale * factor < 0.5 else 1  # decoded pixels per model-input pixel
-    return (image.reduce(n), factor * n) if n >= 2 else (image, factor)

@@ -7,8 +7,9 @@ model-input pixels. At every scale and position a person hypothesis scores the t
 over the other joints, of each joint's best logit within ``context`` torso heights (a max-pool), so a torso-like blob
 without arms, head and hips nearby scores low. The best local maxima of that score map at each scale become
 proposals: a torso box centred on the (sub-pixel refined) peak, as tall as the training torso height at that scale
-(2:3 wide). Proposals from this scan and from faces (:mod:`cnnmrf.inference.faces`) are then verified by the full
-model (:mod:`cnnmrf.inference.photos`); :func:`box_from_joints` re-fits a box to the predicted torso.
+(2:3 wide). Proposals from this scan and from faces (:mod:`cnnmrf.inference.faces`), gathered by
+:class:`cnnmrf.inference.proposals.PersonSearch`, are then verified by the full model
+(:mod:`cnnmrf.inference.topdown`); :func:`box_from_joints` re-fits a box to the predicted torso.
 
 Limits: an upper-body model, as FLIC's (people seen from roughly hip level up); torso sizes outside the searched range
 and strong rotations are missed; the scale is only known to the search's step (about +-17%), which the re-fit corrects.
@@ -227,7 +228,7 @@ def scan_proposals(
         fx, fy = size[0] / width, size[1] / height  # actual resize factors per axis
         peaks = local_peaks(scores, config.peaks_per_scale, max(1, radius // 2))  # (M, 2)
         # Proposals sit on the peak's cell centre, not a sub-pixel refinement of it: the full model re-fits every box
-        # (PosePredictor.candidates), and a sub-pixel offset read off a bfloat16 scan moves with its rounding, which
+        # (TopDown.candidates), and a sub-pixel offset read off a bfloat16 scan moves with its rounding, which
         # then changed which people were found (an integer peak is the same in float32 and bfloat16).
         for px, py in peaks.tolist():
             qx, qy = heatmap_to_input(np.array([px, py], dtype=np.float64), stride)  # resized-image pixels

@@ -22,6 +22,7 @@ from cnnmrf.devices import Resolved, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.pck import PCKResult, evaluate_pck
 from cnnmrf.files import output_folder
+from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import final_joints, predict_rows
 from cnnmrf.interrupts import check_interrupted
 from cnnmrf.joints import JOINT_NAMES
@@ -367,6 +368,7 @@ def _validate(
     if len(rows) == 0:  # nothing held out: an all-NaN result
         return evaluate_pck(np.full((1, len(JOINT_NAMES), 2), np.nan), np.zeros((1, len(JOINT_NAMES), 2)))
     truth = read_split(data, "train", ("joints",), rows)["joints"]  # (N, K, 2) original pixels
-    sets = predict_rows(model, data, "train", rows, batch_size=64, device=device, decoder=decoder, dtype=dtype)
+    config = InferenceConfig(decoder=decoder, dtype=dtype)
+    sets = predict_rows(model, data, "train", rows, batch_size=64, device=device, config=config)
     pred = final_joints(sets).joints
     return evaluate_pck(pred, truth)
