@@ -17,7 +17,16 @@ from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import image_name, write_tiny_flic
 from tests.helpers import assert_one_line_error, invoke, text
 
-COMMANDS = ("preprocess", "train-detector", "train-mrf", "train-joint", "evaluate", "predict", "calibrate")
+COMMANDS = (
+    "preprocess",
+    "train-detector",
+    "train-mrf",
+    "train-joint",
+    "train-person",
+    "evaluate",
+    "predict",
+    "calibrate",
+)
 TINY_OPTIONS = ["--input-size", "64", "--heatmap-stride", "4", "--sigma", "1.5", "--workers", "1"]
 
 

@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "train-detector",
     "train-mrf",
     "train-joint",
+    "train-person",
     "evaluate",
     "predict",
     "calibrate",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from cnnmrf.cli import calibrate, evaluate, predict, preprocess, train
+from cnnmrf.cli import calibrate, evaluate, predict, preprocess, train, train_person
 from cnnmrf.cli.console import debug_mode, guarded
 from cnnmrf.cli.options import DebugOpt
 
@@ -32,6 +32,7 @@ app.command("preprocess")(guarded(preprocess.preprocess))
 app.command("train-detector")(guarded(train.train_detector))
 app.command("train-mrf")(guarded(train.train_mrf))
 app.command("train-joint")(guarded(train.train_joint))
+app.command("train-person")(guarded(train_person.train_person))
 app.command("evaluate")(guarded(evaluate.evaluate))
 app.command("predict")(guarded(predict.predict))
 app.command("calibrate")(guarded(calibrate.calibrate))
