@@ -80,7 +80,8 @@ DetectorLossWeight = Annotated[
 
 
 class TrainDisplay:
-    """Draws a run's :class:`TrainProgress` reports: the arithmetic once, a bar per epoch, then its validation table.
+    """Draws a run's :class:`TrainProgress` reports: the arithmetic once, a bar per epoch, then its validation table
+    (:meth:`validation`; other training stages override it).
 
     Use it as a context manager around :func:`train`, so the bar is stopped however the run ends.
     """
@@ -106,12 +107,10 @@ class TrainDisplay:
         if not self._started:
             console.print(f"precision {report.precision.name} ({report.precision.reason}) on {report.device}")
             self._started = True
-        if report.validation is not None:
-            from cnnmrf.evaluation.report import pck_table  # numpy: loaded when a run reports, not for --help
-
+        shown = self.validation(report)
+        if shown is not None:
             self._end_epoch()
-            title = f"epoch {report.epoch}: validation PCK ({report.num_validation} held-out)"
-            console.print(pck_table(report.validation, title=title))
+            console.print(shown)
             return
         if self._epoch is None:
             self._epoch = ExitStack()
@@ -119,6 +118,15 @@ class TrainDisplay:
                 progress_bar(f"epoch {report.epoch}/{report.epochs}", show_detail=True)
             )
         self._update(report.step, report.steps, f"loss {report.loss:.4f} {report.images_per_s:.1f} img/s")
+
+    def validation(self, report: Any) -> Any | None:
+        """What to print for a report that ends an epoch with its validation (None: a training step's report)."""
+        if report.validation is None:
+            return None
+        from cnnmrf.evaluation.report import pck_table  # numpy: loaded when a run reports, not for --help
+
+        title = f"epoch {report.epoch}: validation PCK ({report.num_validation} held-out)"
+        return pck_table(report.validation, title=title)
 
 
 def _run(
@@ -135,7 +143,9 @@ def _run(
     from cnnmrf.training.loop import is_main_process, train  # torch: loaded when a command runs, not for --help
 
     if resume:
-        options = _with_run_options(ctx, out, options)
+        from cnnmrf.training.runs import recorded_options
+
+        options = with_run_options(ctx, options, recorded_options(out))
     config = TrainConfig(stage=stage, **options)
     with TrainDisplay() as display:
         metrics = train(
@@ -150,12 +160,10 @@ def _run(
     )
 
 
-def _with_run_options(ctx: typer.Context, out: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """On --resume, the options not given on the command line take the values the run was started with, so that
-    ``--resume`` alone continues a run as it was (those given must equal the run's, but the safe ones)."""
-    from cnnmrf.training.runs import recorded_options
-
-    recorded = recorded_options(out)
+def with_run_options(ctx: typer.Context, options: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any]:
+    """On --resume, the options not given on the command line take the values the run was started with
+    (``recorded``), so that ``--resume`` alone continues a run as it was (those given must equal the run's, but the
+    safe ones)."""
     given = {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", "") != "DEFAULT"}
     cli_name = {"max_steps_per_epoch": "max_steps"}
     return {k: v if cli_name.get(k, k) in given or k not in recorded else recorded[k] for k, v in options.items()}

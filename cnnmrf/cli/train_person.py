@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cnnmrf.cli.console import console, plain, progress_bar
+from cnnmrf.cli.console import console, plain
 from cnnmrf.cli.options import DeviceOpt, Force, OutDir, PrecisionOpt, check_fraction
-from cnnmrf.cli.train import BatchSize, Epochs, LoaderWorkers, Lr, MaxSteps, Resume, Seed, ValFraction
+from cnnmrf.cli.train import (
+    BatchSize,
+    Epochs,
+    LoaderWorkers,
+    Lr,
+    MaxSteps,
+    Resume,
+    Seed,
+    TrainDisplay,
+    ValFraction,
+    with_run_options,
+)
 from cnnmrf.training.person_config import RECALL_AT, PersonPreset, PersonTrainConfig
 
 if TYPE_CHECKING:
@@ -41,41 +51,15 @@ NegativeShare = Annotated[
 ]
 
 
-class PersonDisplay:
-    """Draws a run's reports: the arithmetic once, a bar per epoch, then the epoch's validation recall."""
+class PersonDisplay(TrainDisplay):
+    """Draws a person-detector run's reports as :class:`TrainDisplay` does, with the epoch's validation recall."""
 
-    def __init__(self) -> None:
-        self._epoch: ExitStack | None = None
-        self._update: Any = None
-        self._started = False
-
-    def __enter__(self) -> PersonDisplay:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._end_epoch()
-
-    def _end_epoch(self) -> None:
-        if self._epoch is not None:
-            self._epoch.close()
-        self._epoch, self._update = None, None
-
-    def __call__(self, report: PersonProgress) -> None:
-        """Show one report."""
-        if not self._started:
-            console.print(f"precision {report.precision.name} ({report.precision.reason}) on {report.device}")
-            self._started = True
-        if report.recall is not None:
-            self._end_epoch()
-            scores = ", ".join(f"recall{k} {v:.1f}" for k, v in report.recall.items())
-            console.print(f"epoch {report.epoch}: validation ({report.num_validation} people) {scores}")
-            return
-        if self._epoch is None:
-            self._epoch = ExitStack()
-            self._update = self._epoch.enter_context(
-                progress_bar(f"epoch {report.epoch}/{report.epochs}", show_detail=True)
-            )
-        self._update(report.step, report.steps, f"loss {report.loss:.4f} {report.images_per_s:.1f} img/s")
+    def validation(self, report: PersonProgress) -> str | None:
+        """One line of validation recall at the end of an epoch (None: a training step's report)."""
+        if report.recall is None:
+            return None
+        scores = ", ".join(f"recall{k} {v:.1f}" for k, v in report.recall.items())
+        return f"epoch {report.epoch}: validation ({report.num_validation} people) {scores}"
 
 
 def train_person(
@@ -119,7 +103,7 @@ def train_person(
         "max_steps_per_epoch": max_steps,
     }
     if resume:
-        options = _with_run_options(ctx, out, options)
+        options = with_run_options(ctx, options, _recorded_options(out))
     with PersonDisplay() as display:
         metrics = run(PersonTrainConfig(**options), flic, out, resume=resume, force=force, on_progress=display)
     score = metrics["val_recall"][f"@{RECALL_AT[-1]}"]
@@ -129,13 +113,9 @@ def train_person(
     )
 
 
-def _with_run_options(ctx: typer.Context, out: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """On --resume, options not given on the command line take the values the run was started with."""
+def _recorded_options(out: Path) -> dict[str, Any]:
+    """The options a person-detector run in ``out`` was started with (empty without ``out/last.pt``)."""
     from cnnmrf.models.person import load_person_checkpoint
 
-    recorded = (
-        dict(load_person_checkpoint(out / "last.pt").get("train_config") or {}) if (out / "last.pt").is_file() else {}
-    )
-    given = {p.name for p in ctx.command.params if getattr(ctx.get_parameter_source(p.name), "name", "") != "DEFAULT"}
-    cli_name = {"max_steps_per_epoch": "max_steps"}
-    return {k: v if cli_name.get(k, k) in given or k not in recorded else recorded[k] for k, v in options.items()}
+    last = out / "last.pt"
+    return dict(load_person_checkpoint(last).get("train_config") or {}) if last.is_file() else {}
