@@ -108,13 +108,13 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=_default_augment)  # training augmentations
 
     def __post_init__(self) -> None:
-        self.stage = _choice(Stage, self.stage, "stage")
-        self.preset = _choice(Preset, self.preset, "--preset")
-        self.optimizer = _choice(Optimizer, self.optimizer, "--optimizer")
-        self.schedule = _choice(Schedule, self.schedule, "schedule")
-        self.loss = _choice(Loss, self.loss, "--loss")
-        self.device = _choice(Device, self.device, "--device")
-        self.precision = _choice(Precision, self.precision, "--precision")
+        self.stage = as_choice(Stage, self.stage, "stage")
+        self.preset = as_choice(Preset, self.preset, "--preset")
+        self.optimizer = as_choice(Optimizer, self.optimizer, "--optimizer")
+        self.schedule = as_choice(Schedule, self.schedule, "schedule")
+        self.loss = as_choice(Loss, self.loss, "--loss")
+        self.device = as_choice(Device, self.device, "--device")
+        self.precision = as_choice(Precision, self.precision, "--precision")
         if not 0.0 <= self.val_fraction < 1.0:  # NaN fails this too
             raise CnnmrfError(f"--val-fraction must be at least 0 and below 1, not {self.val_fraction}")
         if self.seed < 0:
@@ -126,7 +126,7 @@ class TrainConfig:
             self.lr = defaults.lr
 
 
-def _choice(kind: type[enum.Enum], value: Any, name: str) -> Any:
+def as_choice(kind: type[enum.Enum], value: Any, name: str) -> Any:
     """``value`` as a member of the Enum ``kind``.
 
     Raises:

@@ -8,6 +8,7 @@ from typing import Any
 
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
+from cnnmrf.training.config import as_choice
 
 # The presets of cnnmrf.models.person.PERSON_PRESETS, named here so the command line lists them without loading torch.
 PERSON_PRESET_NAMES: tuple[str, ...] = ("small", "tiny")
@@ -49,9 +50,9 @@ class PersonTrainConfig:
     max_steps_per_epoch: int = 0  # cut epochs short (0: full epochs); for smoke tests
 
     def __post_init__(self) -> None:
-        self.preset = _choice(PersonPreset, self.preset, "--preset")
-        self.device = _choice(Device, self.device, "--device")
-        self.precision = _choice(Precision, self.precision, "--precision")
+        self.preset = as_choice(PersonPreset, self.preset, "--preset")
+        self.device = as_choice(Device, self.device, "--device")
+        self.precision = as_choice(Precision, self.precision, "--precision")
         if not 0.0 <= self.val_fraction < 1.0:
             raise CnnmrfError(f"--val-fraction must be at least 0 and below 1, not {self.val_fraction}")
         if not 0.0 <= self.negative_share < 1.0:
@@ -68,16 +69,3 @@ class PersonTrainConfig:
     def plain(self) -> dict[str, Any]:
         """The config as plain data (choices as their values)."""
         return {k: v.value if isinstance(v, enum.Enum) else v for k, v in vars(self).items()}
-
-
-def _choice(kind: type[enum.Enum], value: Any, name: str) -> Any:
-    """``value`` as a member of the Enum ``kind``.
-
-    Raises:
-        CnnmrfError: it is none of the members or their values.
-    """
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(str(member.value) for member in kind)
-        raise CnnmrfError(f"{name} must be one of {choices}, not {value!r}") from None
