@@ -7,6 +7,7 @@ from pathlib import Path
 from cnnmrf.errors import CnnmrfError
 
 BUNDLED_NAME = "flic_small.pt"
+BUNDLED_PERSON_NAME = "flic_person.pt"  # the person detector (`cnnmrf train-person`), for `predict --search detector`
 # The bundled weights' default --min-score (their calibration's ``min_score``), for `cnnmrf predict --help`, which
 # answers without loading torch; a test keeps it equal to the value stored in the checkpoint.
 BUNDLED_MIN_SCORE = 0.35
@@ -26,5 +27,24 @@ def default_checkpoint() -> Path:
         raise CnnmrfError(
             f"the bundled weights {path} are missing; pass --checkpoint CKPT (e.g. runs/joint/best.pt "
             "from `cnnmrf train-joint`)"
+        )
+    return path
+
+
+def default_person_checkpoint() -> Path:
+    """The bundled person detector (trained on FLIC by `cnnmrf train-person`, exported with float16 weights), used by
+    `cnnmrf predict --search detector` when no ``--person-checkpoint`` is given.
+
+    Returns:
+        Path of ``cnnmrf/weights/flic_person.pt``.
+
+    Raises:
+        CnnmrfError: the file is not there (e.g. a source checkout made before the weights were added).
+    """
+    path = Path(__file__).parent / "weights" / BUNDLED_PERSON_NAME
+    if not path.is_file():
+        raise CnnmrfError(
+            f"the bundled person detector {path} is missing; pass --person-checkpoint CKPT (e.g. runs/person/best.pt "
+            "from `cnnmrf train-person`)"
         )
     return path

@@ -74,7 +74,7 @@ def check_person(person: dict, size: tuple[int, int]) -> None:
     """One person of a prediction document: its keys, a finite box, joints inside the image, scores in [0, 1]."""
     assert list(person) == ["box", "score", "source", "joints", "joint_scores"]
     assert len(person["box"]) == 4 and np.isfinite(person["box"]).all()
-    assert person["source"] in ("given", "scan", "face")
+    assert person["source"] in ("given", "scan", "face", "detector")
     assert list(person["joints"]) == list(JOINT_NAMES)
     joints = np.array(list(person["joints"].values()))  # (10, 2)
     assert joints.shape == (10, 2) and np.isfinite(joints).all()
@@ -88,7 +88,10 @@ def check_person(person: dict, size: tuple[int, int]) -> None:
 def read_outputs(out: Path, stem: str, size: tuple[int, int]) -> dict:
     """The JSON written for ``stem``, after checking it and its drawn PNG."""
     data = json.loads((out / f"{stem}.json").read_text())
-    assert list(data) == ["format", "file", "image_size", "precision", "people"] and data["format"] == PREDICTION_FORMAT
+    assert (
+        list(data) == ["format", "file", "image_size", "precision", "search", "people"]
+        and data["format"] == PREDICTION_FORMAT
+    )
     assert data["image_size"] == list(size)
     for person in data["people"]:
         check_person(person, size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,31 @@ SearchPrecisionOpt = Annotated[
         help="The person scan's arithmetic; people are always predicted and scored in fp32. auto: fp32, so the "
         "answers are the same on every machine. bf16: a faster scan where the CPU has bf16 units, which may propose "
         "other doubtful candidates (docs/performance.md).",
+    ),
+]
+
+
+class SearchMethod(str, Enum):
+    """How `predict` proposes torso boxes where people may be (each proposal is then verified by the pose model)."""
+
+    scan = "scan"  # the part detector's multi-scale scan and faces (PersonSearch)
+    detector = "detector"  # the learned person detector's one pass, and faces (PersonDetectorSearch)
+
+
+SearchOpt = Annotated[
+    SearchMethod,
+    typer.Option(
+        "--search",
+        help="How people are proposed. scan: the pose model's part detector scanned at six scales, and faces. "
+        "detector: the person detector (`cnnmrf train-person`; default: the bundled one) in one pass, and faces; "
+        "faster, but the person scores were calibrated on the scan's proposals.",
+    ),
+]
+PersonCheckpointOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--person-checkpoint",
+        help="Person detector checkpoint from `cnnmrf train-person` for --search detector; default: the bundled one.",
     ),
 ]
 CheckpointOpt = Annotated[

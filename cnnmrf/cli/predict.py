@@ -9,9 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint
+from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint, default_person_checkpoint
 from cnnmrf.cli.console import console, debug_mode, err_console, fail, plain, progress_bar
-from cnnmrf.cli.options import CheckpointOpt, DeviceOpt, SearchPrecisionOpt
+from cnnmrf.cli.options import (
+    CheckpointOpt,
+    DeviceOpt,
+    PersonCheckpointOpt,
+    SearchMethod,
+    SearchOpt,
+    SearchPrecisionOpt,
+)
 from cnnmrf.cli.predict_files import expand_inputs, output_stems, predict_to_files
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
@@ -25,7 +32,12 @@ if TYPE_CHECKING:  # for annotations only: numpy and torch are imported when the
 
     from cnnmrf.inference.outputs import ImagePrediction, Person
 
-SOURCE_LABELS = {"given": "given box", "scan": "found by the scan", "face": "found from a face"}
+SOURCE_LABELS = {
+    "given": "given box",
+    "scan": "found by the scan",
+    "face": "found from a face",
+    "detector": "found by the person detector",
+}
 
 
 def parse_box(text: str) -> np.ndarray:
@@ -90,6 +102,8 @@ def predict(
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: DeviceOpt = Device.auto,
     precision: SearchPrecisionOpt = Precision.auto,
+    search: SearchOpt = SearchMethod.scan,
+    person_checkpoint: PersonCheckpointOpt = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -106,13 +120,21 @@ def predict(
     (each failure is one error line; the other images are still processed).
     """
     from cnnmrf.inference.photos import PosePredictor  # torch: loaded when the command runs
+    from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
     torso_box = parse_box(box) if box is not None else None
+    if person_checkpoint is not None and search is not SearchMethod.detector:
+        raise CnnmrfError("--person-checkpoint is for --search detector (the scan uses no person detector)")
+    person = None
+    if search is SearchMethod.detector:
+        person_checkpoint = person_checkpoint or default_person_checkpoint()
+        person = person_detector_from(load_person_checkpoint(person_checkpoint), str(person_checkpoint))
     checkpoint = checkpoint or default_checkpoint()
     predictor = PosePredictor.from_checkpoint(
         checkpoint,
         device.value,
         precision,
+        person=person,
         use_spatial=not no_mrf,
         flip_test=flip_test,
         min_score=min_score,
@@ -170,7 +192,7 @@ def predict(
             where = f"outputs in {plain(out)}" if done else "nothing written"
             console.print(
                 f"{done + failed} image(s): {people} {'person' if people == 1 else 'people'} found in {done}, "
-                f"{failed} failed; {where} (precision {predictor.precision})",
+                f"{failed} failed; {where} (precision {predictor.precision}, search {predictor.search_name})",
                 soft_wrap=True,
             )
         if failed:

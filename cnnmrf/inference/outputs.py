@@ -25,7 +25,7 @@ class Person:
     """One person found in a photo; positions in original-image pixels."""
 
     box: np.ndarray  # (4,) torso box x1, y1, x2, y2
-    source: Source  # where the box came from: "given" (--box), "scan" or "face"
+    source: Source  # where the box came from: "given" (--box), "scan", "face" or "detector"
     joints: np.ndarray  # (K, 2) (x, y), clipped to the image
     peaks: np.ndarray  # (K,) raw peak score of each joint's map (logit or log-belief; higher is better)
     score: float | None  # calibrated P(the box holds a person); None without a calibrated checkpoint
@@ -52,14 +52,16 @@ class ImagePrediction:
     image_size: tuple[int, int]  # (width, height) of the original image
     people: list[Person]
     precision: str = "fp32"  # the person search's arithmetic, fp32 or bf16 (people are scored in fp32 either way)
+    search: str = "scan"  # how people were proposed: "scan" (part detector's scan and faces) or "detector"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form: format, file, image_size, precision, people (see :meth:`Person.to_dict`)."""
+        """JSON form: format, file, image_size, precision, search, people (see :meth:`Person.to_dict`)."""
         return {
             "format": PREDICTION_FORMAT,
             "file": self.file,
             "image_size": list(self.image_size),
             "precision": self.precision,
+            "search": self.search,
             "people": [person.to_dict() for person in self.people],
         }
 

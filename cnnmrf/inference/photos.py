@@ -26,10 +26,11 @@ from cnnmrf.inference.crops import DETECTOR, SPATIAL
 from cnnmrf.inference.faces import FaceGeometry, detect_faces
 from cnnmrf.inference.outputs import ImagePrediction, Person
 from cnnmrf.inference.people import Scorer, select_people
-from cnnmrf.inference.proposals import PersonSearch, Photo, ProposalSource, original_size
+from cnnmrf.inference.proposals import PersonDetectorSearch, PersonSearch, Photo, ProposalSource, original_size
 from cnnmrf.inference.search import Proposal, SearchConfig
 from cnnmrf.inference.topdown import Candidates, TopDown
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
+from cnnmrf.models.person import PersonDetector
 from cnnmrf.models.pose import PoseModel
 
 
@@ -114,10 +115,13 @@ class PosePredictor:
         device: str = "auto",
         precision: Precision | str = Precision.auto,
         calibrated: bool = True,
+        person: PersonDetector | None = None,
         **options: Any,
     ) -> PosePredictor:
         """Load a checkpoint (its model, crop geometry and, unless not ``calibrated``, its calibration) onto
-        ``device``; ``options`` set the other fields.
+        ``device``; ``person``, a person detector (:func:`cnnmrf.models.person.person_detector_from`), proposes the
+        boxes instead of the scan (:class:`PersonDetectorSearch`, moved to ``device``, in ``precision``, with the
+        calibration's face geometry); ``options`` set the other fields.
 
         Raises:
             CnnmrfError: missing or foreign checkpoint, one without crop geometry, or a malformed calibration.
@@ -134,12 +138,20 @@ class PosePredictor:
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev, auto_bf16=False).dtype  # answers alike on every machine
         faces = None if calibration is None else calibration.faces
+        if person is not None:
+            options["proposals"] = PersonDetectorSearch(person.eval().to(dev), dev, dtype=dtype, face_geometry=faces)
         return cls(model.to(dev), prep, dev, dtype=dtype, calibration=calibration, face_geometry=faces, **options)
 
     @property
     def precision(self) -> str:
         """``fp32`` or ``bf16``: the person search's arithmetic (see ``dtype``), as printed and recorded."""
         return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+
+    @property
+    def search_name(self) -> str:
+        """How people are proposed, as printed and recorded: ``scan`` (:class:`PersonSearch`), ``detector``
+        (:class:`PersonDetectorSearch`), else the source's ``name`` (``custom`` without one)."""
+        return str(getattr(self.person_search, "name", "custom"))
 
     @property
     def torso_px(self) -> float:
@@ -229,7 +241,8 @@ class PosePredictor:
         found = self.candidates(images, boxes)
         people = self._people(found, [box is not None for box in boxes], sizes)
         return [
-            ImagePrediction(file, size, people[i], self.precision) for i, (file, size) in enumerate(zip(files, sizes))
+            ImagePrediction(file, size, people[i], self.precision, self.search_name)
+            for i, (file, size) in enumerate(zip(files, sizes))
         ]
 
     def _people(self, found: Candidates, given: Sequence[bool], sizes: list[tuple[int, int]]) -> list[list[Person]]:

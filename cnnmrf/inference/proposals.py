@@ -1,15 +1,16 @@
 """Where people may be in a photo: the proposal source's interface (a photo -> torso-box proposals) and the default
-source, :class:`PersonSearch` (the part detector's multi-scale scan and faces, overlapping proposals dropped).
+source, :class:`PersonSearch` (the part detector's multi-scale scan and faces, overlapping proposals dropped), and the
+opt-in :class:`PersonDetectorSearch` (one pass of the learned person detector, `predict --search detector`).
 
 The parts of `predict` after this one (:class:`cnnmrf.inference.topdown.TopDown`, the scorer and
 :func:`cnnmrf.inference.people.select_people`) only see :class:`Proposal` boxes, so another source (a learned person
-detector) replaces this one by implementing :class:`ProposalSource`.
+detector, :class:`PersonDetectorSearch`) replaces this one by implementing :class:`ProposalSource`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,8 +18,10 @@ from PIL import Image
 
 from cnnmrf.devices import autocast
 from cnnmrf.inference.faces import FaceGeometry, face_proposals
+from cnnmrf.inference.person_boxes import detect_people
 from cnnmrf.inference.search import Proposal, SearchConfig, non_maximum_suppression, scan_proposals
 from cnnmrf.models.detector import PartDetector
+from cnnmrf.models.person import PersonDetector
 
 
 def original_size(image: Image.Image, decode_factor: float) -> tuple[int, int]:
@@ -55,6 +58,8 @@ class PersonSearch:
     of the photo's faces, the overlapping ones dropped, at most ``config.max_proposals``: faces first, then by scan
     score."""
 
+    name: ClassVar[str] = "scan"  # what `predict --search` calls it, recorded in each prediction
+
     detector: PartDetector  # eval mode, on device
     torso_px: float  # torso-box height the model was trained on, model-input pixels (input_size / crop_scale)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the detector lives
@@ -77,3 +82,54 @@ class PersonSearch:
             np.stack([p.box for p in ranked]), -np.arange(len(ranked), dtype=np.float64), self.config.proposal_overlap
         )
         return [ranked[i] for i in kept[: self.config.max_proposals]]
+
+
+@dataclass(frozen=True)
+class DetectorSearchConfig:
+    """How many of the person detector's boxes are verified, and how they are pruned (:class:`PersonDetectorSearch`)."""
+
+    # The FLIC-trained detector finds 96.8% of validation people among its top 3 boxes and 97.2% among its top 5; 4 is
+    # as many proposals as the scan verifies, so the two searches cost alike after the proposals.
+    max_boxes: int = 4  # the detector's best boxes (local maxima of its centre map) proposed per photo
+    min_score: float = 0.05  # boxes whose centre probability is below this are not proposed
+    long_side: int = 320  # the photo is resized to this longer side for the detector's one pass (as trained)
+    # Faces make no measurable difference here on FLIC validation frames (bench/proposals.py: 65 vs 66 of 70 people
+    # found with and without them on 60 frames, 207 vs 206 of 231 on 200); kept, as in the scan, on whose proposals
+    # the person scores were calibrated (+0.01-0.03 s a photo).
+    faces: bool = True  # also propose a torso box below each face found (needs a checkpoint's face geometry)
+    proposal_overlap: float = 0.5  # proposals overlapping a better one more than this (IoU) are dropped unverified
+    max_proposals: int = 6  # proposals verified per photo: boxes below faces (largest first), then detector boxes
+
+
+@dataclass
+class PersonDetectorSearch:
+    """A :class:`ProposalSource` from the learned person detector (:mod:`cnnmrf.models.person`): its best torso boxes in
+    one pass over the photo, optionally one box below each of the photo's faces, the overlapping ones dropped, at most
+    ``config.max_proposals``: faces first (as :class:`PersonSearch`), then detector boxes by score."""
+
+    name: ClassVar[str] = "detector"  # what `predict --search` calls it, recorded in each prediction
+
+    model: PersonDetector  # eval mode, on device
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the model lives
+    config: DetectorSearchConfig = field(default_factory=DetectorSearchConfig)  # boxes kept and pruning
+    dtype: torch.dtype = torch.float32  # the detector's arithmetic, float32 or bfloat16 (autocast)
+    face_geometry: FaceGeometry | None = None  # face -> torso box (None: no face proposals)
+
+    def propose(self, photo: Photo) -> list[Proposal]:
+        """Torso-box proposals in a photo, in its original pixels (see the class docstring); ``photo.faces`` give the
+        face proposals."""
+        config, factor = self.config, photo.decode_factor
+        boxes = detect_people(self.model, photo.image, config.max_boxes, config.long_side, self.dtype, self.device)
+        found = [
+            Proposal(box[:4] * factor + (factor - 1) / 2, float(box[4]), "detector")  # decoded -> original pixels
+            for box in boxes
+            if box[4] >= config.min_score
+        ]
+        if config.faces and self.face_geometry is not None:
+            found = face_proposals(photo.faces, self.face_geometry) + found  # faces (largest) first, as PersonSearch
+        if not found:
+            return []
+        kept = non_maximum_suppression(
+            np.stack([p.box for p in found]), -np.arange(len(found), dtype=np.float64), config.proposal_overlap
+        )
+        return [found[i] for i in kept[: config.max_proposals]]

@@ -33,7 +33,7 @@ from cnnmrf.models.detector import PartDetector
 
 TORSO = JOINT_NAMES.index("torso")
 BOX_ASPECT = 2.0 / 3.0  # FLIC torso boxes: width / height
-Source = Literal["scan", "face", "given"]  # where a torso box came from
+Source = Literal["scan", "face", "detector", "given"]  # where a torso box came from
 
 
 @dataclass(frozen=True)

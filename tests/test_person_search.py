@@ -1,0 +1,134 @@
+"""The person detector as `predict`'s proposal source: PersonDetectorSearch, compact exported weights, the bundled
+person detector and `predict --search detector`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnmrf.bundled import default_person_checkpoint
+from cnnmrf.evaluation.frames import matches_person
+from cnnmrf.inference.faces import FaceGeometry
+from cnnmrf.inference.person_boxes import detect_people
+from cnnmrf.inference.photos import PosePredictor
+from cnnmrf.inference.proposals import DetectorSearchConfig, PersonDetectorSearch, Photo, ProposalSource
+from cnnmrf.inference.search import box_iou
+from cnnmrf.models.person import (
+    PERSON_PRESETS,
+    PersonDetector,
+    export_person_weights,
+    load_person_checkpoint,
+    person_detector_from,
+    save_person_checkpoint,
+)
+from tests.helpers import assert_one_line_error, invoke, text
+from tests.test_bundled_search import ASTRONAUT, SHOULDERS, TORSO_HEIGHT
+
+
+def tiny_person(centre_logit: float | None = None, seed: int = 0) -> PersonDetector:
+    """A tiny random person detector; ``centre_logit`` sets its centre map's bias (high: confident boxes)."""
+    torch.manual_seed(seed)
+    model = PersonDetector(PERSON_PRESETS["tiny"]()).eval()
+    if centre_logit is not None:
+        torch.nn.init.constant_(model.heat.bias, centre_logit)
+    return model
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_detector_search_proposes_the_detectors_boxes_in_original_pixels(factor: float) -> None:
+    model = tiny_person(3.0)
+    config = DetectorSearchConfig(max_boxes=5, min_score=0.0, proposal_overlap=1.0, max_proposals=5)
+    search = PersonDetectorSearch(model, config=config)
+    assert isinstance(search, ProposalSource) and search.name == "detector"
+    image = noise(160, 96)  # decoded with ``factor``: the original is factor times larger
+    proposals = search.propose(Photo(image, factor))
+    decoded = detect_people(model, image, 5)  # (5, 5) in the decoded image's pixels
+    assert [p.source for p in proposals] == ["detector"] * 5
+    # pixel centres: decoded pixel p covers original pixels factor * p .. factor * (p + 1) - 1, centre f p + (f - 1) / 2
+    expected = decoded[:, :4] * factor + (factor - 1) / 2
+    np.testing.assert_allclose(np.stack([p.box for p in proposals]), expected, atol=1e-6)
+    np.testing.assert_allclose([p.score for p in proposals], decoded[:, 4], atol=1e-6)
+    assert Photo(image, factor).size == (round(160 * factor), round(96 * factor))
+
+
+def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first() -> None:
+    model = tiny_person(3.0)
+    image = noise(128, 96)
+    everything = PersonDetectorSearch(model, config=DetectorSearchConfig(min_score=0.0, proposal_overlap=1.0))
+    boxes = everything.propose(Photo(image))
+    assert len(boxes) == 4 and all(b.score > 0.9 for b in boxes)  # max_boxes: 4
+    assert PersonDetectorSearch(model, config=DetectorSearchConfig(min_score=0.99)).propose(Photo(image)) == []
+    face = np.array([[50.0, 10.0, 62.0, 22.0]])  # a 12 px face: a torso box 35 px tall below it
+    geometry = FaceGeometry()
+    with_faces = PersonDetectorSearch(model, face_geometry=geometry, config=DetectorSearchConfig(min_score=0.0))
+    found = with_faces.propose(Photo(image, 1.0, face))
+    assert found[0].source == "face" and np.allclose(found[0].box, geometry.torso(face)[0])
+    assert [p.source for p in found[1:]] == ["detector"] * (len(found) - 1)
+    kept = np.stack([p.box for p in found])
+    iou = box_iou(kept, kept)
+    assert (iou[np.triu_indices(len(kept), 1)] <= 0.5).all()  # proposal_overlap: no two kept boxes overlap more
+    no_faces = PersonDetectorSearch(model, face_geometry=geometry, config=DetectorSearchConfig(faces=False))
+    assert all(p.source == "detector" for p in no_faces.propose(Photo(image, 1.0, face)))
+
+
+def test_exported_weights_are_float16_without_optimiser_and_give_the_same_boxes(tmp_path: Path) -> None:
+    model = tiny_person(1.0)
+    save_person_checkpoint(tmp_path / "run.pt", model, epoch=3, optimizer={"state": {}}, rng={"torch": [1, 2]})
+    export_person_weights(tmp_path / "run.pt", tmp_path / "small.pt")
+    state = load_person_checkpoint(tmp_path / "small.pt")
+    assert "optimizer" not in state and "rng" not in state and state["epoch"] == 3
+    assert state["weights_dtype"] == "float16"
+    assert all(t.dtype == torch.float16 for t in state["model"].values() if t.is_floating_point())
+    again = person_detector_from(state)
+    assert all(p.dtype == torch.float32 for p in again.parameters())
+    for name, weights in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], weights, rtol=1e-3, atol=1e-4)
+    image = noise(128, 96)
+    np.testing.assert_allclose(detect_people(again, image, 3), detect_people(model, image, 3), rtol=1e-2, atol=0.05)
+
+
+def test_the_bundled_person_detector_finds_the_astronauts_torso() -> None:
+    path = default_person_checkpoint()
+    assert path.stat().st_size < 2_000_000  # float16 weights, no optimiser state
+    model = person_detector_from(load_person_checkpoint(path))
+    boxes = detect_people(model, Image.open(ASTRONAUT).convert("RGB"), k=3)
+    (left, top), (right, _) = SHOULDERS
+    cx = (left + right) / 2
+    truth = np.array([[cx - TORSO_HEIGHT / 3, top, cx + TORSO_HEIGHT / 3, top + TORSO_HEIGHT]])  # hand-labelled
+    assert matches_person(boxes[:, :4], truth).any(), boxes
+
+
+def test_predict_search_detector_with_a_person_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    save_person_checkpoint(tmp_path / "person.pt", tiny_person(3.0))
+    noise(160, 120).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    args = ("predict", tmp_path / "photo.png", "-c", checkpoint, "-o", out)
+    result = invoke(*args, "--search", "detector", "--person-checkpoint", tmp_path / "person.pt")
+    assert result.exit_code == 0, result.output
+    assert "(precision fp32, search detector)" in text(result)
+    doc = json.loads((out / "photo.json").read_text())
+    assert doc["search"] == "detector"
+    [person] = doc["people"]  # uncalibrated: the best candidate
+    assert person["source"] == "detector" and "found by the person detector" in text(result)
+    scan = invoke(*args, "--json")
+    assert scan.exit_code == 0 and json.loads(scan.stdout)["search"] == "scan"
+    wrong = invoke(*args, "--person-checkpoint", tmp_path / "person.pt")
+    assert_one_line_error(wrong, "--person-checkpoint is for --search detector")
+    foreign = invoke(*args, "--search", "detector", "--person-checkpoint", checkpoint)
+    assert_one_line_error(foreign, "not a person detector checkpoint")
+
+
+def test_from_checkpoint_puts_the_person_detector_in_the_proposal_source(checkpoint: Path) -> None:
+    predictor = PosePredictor.from_checkpoint(checkpoint, "cpu", person=tiny_person())
+    assert isinstance(predictor.proposals, PersonDetectorSearch) and predictor.search_name == "detector"
+    assert predictor.proposals.device == predictor.device and predictor.proposals.dtype == predictor.dtype
+    assert PosePredictor.from_checkpoint(checkpoint, "cpu").search_name == "scan"
