@@ -27,9 +27,10 @@ from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import read_split
 from cnnmrf.devices import resolve_precision
-from cnnmrf.evaluation.frames import Frame, matches_person, split_frames
+from cnnmrf.evaluation.frames import Frame, matches_person, read_frame, split_frames
+from cnnmrf.evaluation.holdout import resolve_holdout
 from cnnmrf.inference.outputs import ImagePrediction
-from cnnmrf.inference.photos import PosePredictor, load_image
+from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.search import box_iou
 from cnnmrf.models.checkpoint import load_checkpoint
 
@@ -61,6 +62,15 @@ def compare(a: ImagePrediction, b: ImagePrediction, at: float) -> dict[str, floa
     return {"only_one": only + len(theirs), "score_diff": score, "joint_move": joints}
 
 
+def validation_frames(data: Path, checkpoint: Path, n: int) -> list[Frame]:
+    """``n`` frames (drawn with seed 0) holding the validation rows of the checkpoint's training run."""
+    holdout, _ = resolve_holdout(load_checkpoint(checkpoint).get("train_config"), None, None, False, checkpoint)
+    total = len(read_split(data, "train", ("file",))["file"])
+    rows = holdout_rows(total, holdout.val_fraction, holdout.seed)[1]
+    rows = np.sort(np.random.default_rng(0).choice(rows, min(n, len(rows)), replace=False))
+    return split_frames(data, "train", rows)
+
+
 def people_found(predictions: dict[str, ImagePrediction], frames: list[Frame], at: float) -> float | None:
     """Share of the frames' annotated people whose torso box a reported person (scored at least ``at``) matches."""
     if not frames:
@@ -87,13 +97,9 @@ def main() -> None:
     photos = ordinary_photos()
     frames = []
     if args.data.is_file() and (args.flic / "images").is_dir() and args.n:
-        train = load_checkpoint(checkpoint).get("train_config") or {}
-        total = len(read_split(args.data, "train", ("file",))["file"])
-        rows = holdout_rows(total, train.get("val_fraction", 0.1), train.get("seed", 0))[1]
-        rows = np.sort(np.random.default_rng(0).choice(rows, min(args.n, len(rows)), replace=False))
-        frames = split_frames(args.data, "train", rows)
+        frames = validation_frames(args.data, checkpoint, args.n)
         flic = FlicSource(args.flic)
-        photos.update({frame.file: load_image(flic.read_image_bytes(frame.file)) for frame in frames})
+        photos.update({frame.file: read_frame(flic, frame.file) for frame in frames})
     found: dict[str, dict[str, ImagePrediction]] = {}
     seconds = {}
     for precision, predictor in predictors.items():

@@ -22,16 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from precision import ordinary_photos  # bench/precision.py, beside this script
+from precision import ordinary_photos, validation_frames  # bench/precision.py, beside this script
 
 from cnnmrf.bundled import default_checkpoint, default_person_checkpoint
-from cnnmrf.data.dataset import holdout_rows
-from cnnmrf.data.format import read_split
-from cnnmrf.evaluation.frames import matches_person, split_frames
+from cnnmrf.evaluation.frames import matches_person
 from cnnmrf.inference.outputs import ImagePrediction
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.inference.proposals import DetectorSearchConfig, PersonDetectorSearch
-from cnnmrf.models.checkpoint import load_checkpoint
 from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
 
@@ -54,11 +51,7 @@ def main() -> None:
     alone = replace(detector.proposals, config=DetectorSearchConfig(faces=False))
     predictors = {"scan": scan, "detector": detector, "detector_no_faces": replace(detector, proposals=alone)}
 
-    train = load_checkpoint(checkpoint).get("train_config") or {}
-    total = len(read_split(args.data, "train", ("file",))["file"])
-    rows = holdout_rows(total, train.get("val_fraction", 0.1), train.get("seed", 0))[1]
-    rows = np.sort(np.random.default_rng(0).choice(rows, min(args.n, len(rows)), replace=False))
-    frames = split_frames(args.data, "train", rows)
+    frames = validation_frames(args.data, checkpoint, args.n)
     with tempfile.TemporaryDirectory() as folder:
         photos = {}
         for name, image in ordinary_photos().items():

@@ -13,6 +13,14 @@ BUNDLED_PERSON_NAME = "flic_person.pt"  # the person detector (`cnnmrf train-per
 BUNDLED_MIN_SCORE = 0.35
 
 
+def _bundled(name: str, what: str, option: str, example: str) -> Path:
+    """``cnnmrf/weights/<name>``, or a one-line error saying which option to pass instead (``example``)."""
+    path = Path(__file__).parent / "weights" / name
+    if not path.is_file():
+        raise CnnmrfError(f"the bundled {what} {path} are missing; pass {option} CKPT ({example})")
+    return path
+
+
 def default_checkpoint() -> Path:
     """The bundled checkpoint (detector + spatial model trained on FLIC), used when no ``--checkpoint`` is given.
 
@@ -22,13 +30,7 @@ def default_checkpoint() -> Path:
     Raises:
         CnnmrfError: the file is not there (e.g. a source checkout made before the weights were added).
     """
-    path = Path(__file__).parent / "weights" / BUNDLED_NAME
-    if not path.is_file():
-        raise CnnmrfError(
-            f"the bundled weights {path} are missing; pass --checkpoint CKPT (e.g. runs/joint/best.pt "
-            "from `cnnmrf train-joint`)"
-        )
-    return path
+    return _bundled(BUNDLED_NAME, "weights", "--checkpoint", "e.g. runs/joint/best.pt from `cnnmrf train-joint`")
 
 
 def default_person_checkpoint() -> Path:
@@ -41,10 +43,5 @@ def default_person_checkpoint() -> Path:
     Raises:
         CnnmrfError: the file is not there (e.g. a source checkout made before the weights were added).
     """
-    path = Path(__file__).parent / "weights" / BUNDLED_PERSON_NAME
-    if not path.is_file():
-        raise CnnmrfError(
-            f"the bundled person detector {path} is missing; pass --person-checkpoint CKPT (e.g. runs/person/best.pt "
-            "from `cnnmrf train-person`)"
-        )
-    return path
+    example = "e.g. runs/person/best.pt from `cnnmrf train-person`"
+    return _bundled(BUNDLED_PERSON_NAME, "person detector weights", "--person-checkpoint", example)

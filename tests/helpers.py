@@ -53,3 +53,16 @@ def require_flic() -> Path:
     if not (path / "examples.mat").is_file() or not (path / "images").is_dir():
         pytest.skip(f"no FLIC copy at {path} (examples.mat + images/; set {FLIC_ENV} to point elsewhere)")
     return path
+
+
+# Every command of `cnnmrf --help`, in its order.
+COMMANDS: tuple[str, ...] = (
+    "preprocess",
+    "train-detector",
+    "train-mrf",
+    "train-joint",
+    "train-person",
+    "evaluate",
+    "predict",
+    "calibrate",
+)

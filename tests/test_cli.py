@@ -15,18 +15,8 @@ import pytest
 import cnnmrf
 from cnnmrf.joints import JOINT_NAMES
 from tests.fixtures import image_name, write_tiny_flic
-from tests.helpers import assert_one_line_error, invoke, text
+from tests.helpers import COMMANDS, assert_one_line_error, invoke, text
 
-COMMANDS = (
-    "preprocess",
-    "train-detector",
-    "train-mrf",
-    "train-joint",
-    "train-person",
-    "evaluate",
-    "predict",
-    "calibrate",
-)
 TINY_OPTIONS = ["--input-size", "64", "--heatmap-stride", "4", "--sigma", "1.5", "--workers", "1"]
 
 

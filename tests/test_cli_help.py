@@ -10,18 +10,9 @@ import pytest
 
 from cnnmrf.models.detector import DETECTOR_PRESETS
 from cnnmrf.training.config import Preset
+from tests.helpers import COMMANDS
 
 HEAVY: tuple[str, ...] = ("torch", "numpy", "h5py")
-COMMANDS: tuple[str, ...] = (
-    "preprocess",
-    "train-detector",
-    "train-mrf",
-    "train-joint",
-    "train-person",
-    "evaluate",
-    "predict",
-    "calibrate",
-)
 # Run in a fresh interpreter (this one has loaded everything): the command line with ARGS, then on stderr's last line
 # its exit code and the heavy modules it loaded.
 SHOW_HELP = f"""

@@ -31,8 +31,15 @@ from cnnmrf.models.checkpoint import checkpoint_state, load_checkpoint, model_fr
 from cnnmrf.models.detector import DETECTOR_PRESETS, DetectorConfig
 from cnnmrf.models.pose import PoseConfig, PoseModel, spatial_config_for
 from cnnmrf.models.spatial import displacement_histograms
-from cnnmrf.training.config import Stage, TrainConfig
-from cnnmrf.training.optim import build_optimizer, lr_lambda, stage_loss, steps_per_epoch
+from cnnmrf.training.config import Schedule, Stage, TrainConfig
+from cnnmrf.training.optim import (
+    build_optimizer,
+    check_loss,
+    lr_lambda,
+    optimizer_step,
+    stage_loss,
+    steps_per_epoch,
+)
 from cnnmrf.training.runs import check_resume, check_run_folder, jsonable, run_record, write_epoch
 
 VALIDATION_GROUPS: tuple[str, ...] = ("wrist", "elbow", "shoulder", "hip", "mean")  # PCK@0.2 kept in metrics.jsonl
@@ -177,8 +184,9 @@ def _train(
         model.detector.requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(config, model)
-    epoch_steps = steps_per_epoch(config, len(sampler))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config, epoch_steps * config.epochs))
+    epoch_steps = steps_per_epoch(len(sampler), config.batch_size, config.max_steps_per_epoch)
+    schedule = lr_lambda(config.warmup_steps, epoch_steps * config.epochs, config.schedule is Schedule.constant)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -232,19 +240,8 @@ def _train(
             with autocast(device, precision.dtype):
                 out_maps = wrapped(images)
             loss = stage_loss(config, loss_fn, out_maps, target, visible)  # float32
-            if not torch.isfinite(loss):
-                last = out / "last.pt"
-                kept = f"the last good checkpoint is kept: {last}" if last.is_file() else "no checkpoint was written"
-                raise CnnmrfError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                    f"{kept}; try a lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            check_loss(loss, epoch, step, out)
+            optimizer_step(loss, optimizer, scheduler, trainable, config.grad_clip)
             seen += images.shape[0] * world
             loss_sum += loss.item()
             if report is not None:

@@ -20,7 +20,7 @@ from cnnmrf.data.person_frames import PersonAugment, PersonFrame, PersonFrameDat
 from cnnmrf.devices import Resolved, autocast, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.evaluation.frames import matches_person, read_frame, synthetic_clutter
-from cnnmrf.files import atomic_write_bytes, check_output_folder, output_folder
+from cnnmrf.files import atomic_write_bytes, output_folder
 from cnnmrf.inference.person_boxes import detect_people
 from cnnmrf.interrupts import check_interrupted
 from cnnmrf.losses_person import person_loss
@@ -31,6 +31,7 @@ from cnnmrf.models.person import (
     person_detector_from,
     save_person_checkpoint,
 )
+from cnnmrf.training.optim import check_loss, decay_groups, lr_lambda, optimizer_step, steps_per_epoch
 from cnnmrf.training.person_config import (
     BEST_RECALL_AT,
     NEGATIVE_SEED,
@@ -38,8 +39,8 @@ from cnnmrf.training.person_config import (
     RECALL_AT,
     PersonTrainConfig,
 )
+from cnnmrf.training.runs import check_run_files, option_differences
 
-RUN_FILES: tuple[str, ...] = ("last.pt", "best.pt", "metrics.jsonl")
 RESUME_KEYS: tuple[str, ...] = ("optimizer", "scheduler", "rng", "epoch", "best_recall", "train_config", "run")
 
 
@@ -57,24 +58,6 @@ class PersonProgress:
     device: torch.device
     recall: dict[str, float] | None = None  # validation recall@k in percent, at the end of an epoch
     num_validation: int = 0  # annotated people in the validation frames
-
-
-def check_person_run(out: Path, resume: bool, force: bool) -> None:
-    """Refuse --resume with --force, an --out that cannot be a run folder, or replacing a run without --force.
-
-    Raises:
-        CnnmrfError: saying what to do instead.
-    """
-    if resume and force:
-        raise CnnmrfError("--resume and --force contradict each other: pick one")
-    check_output_folder(out)
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if resume and not (out / "last.pt").is_file():
-        raise CnnmrfError(f"--resume: {out / 'last.pt'} does not exist, so there is no run to continue")
-    if existing and not resume and not force:
-        raise CnnmrfError(
-            f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or --force to replace it"
-        )
 
 
 def train_person(
@@ -104,10 +87,10 @@ def train_person(
             missing or damaged FLIC copy, or a non-finite loss.
     """
     config, out = replace(config), Path(out)
-    check_person_run(out, resume, force)
+    check_run_files(out, resume, force)
     source = FlicSource(flic)
     with output_folder(out, "train-person"):
-        check_person_run(out, resume, force)  # again, held
+        check_run_files(out, resume, force)  # again, held
         return _train(config, source, out, resume, on_progress)
 
 
@@ -143,14 +126,9 @@ def _train(
     photos = synthetic_clutter(config.negatives, NEGATIVE_SEED + config.seed) if num_negatives else []
     negatives = [np.asarray(p) for p in photos]
     dataset = PersonFrameDataset(flic, train_frames, stride, augment, negatives, num_negatives, config.seed)
-    steps = max(1, len(dataset) // config.batch_size)
-    steps = min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
-    decay = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    decay_ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if id(p) not in decay_ids]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    optimizer = torch.optim.Adam(groups, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps * config.epochs))
+    steps = steps_per_epoch(len(dataset), config.batch_size, config.max_steps_per_epoch)
+    optimizer = torch.optim.Adam(decay_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.warmup_steps, steps * config.epochs))
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -187,17 +165,8 @@ def _train(
             with autocast(device, precision.dtype):
                 maps = model(images)
             loss, parts = person_loss(maps, batch)  # float32
-            if not torch.isfinite(loss):
-                raise CnnmrfError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; stopped, the last good "
-                    f"checkpoint is kept; try a lower --lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            check_loss(loss, epoch, step, out)
+            optimizer_step(loss, optimizer, scheduler, model.parameters(), config.grad_clip)
             seen, done = seen + images.shape[0], done + 1
             loss_sum += loss.item()
             parts_sum = {k: parts_sum[k] + parts[k] for k in parts_sum}
@@ -242,18 +211,6 @@ def _train(
     return metrics
 
 
-def _lr_factor(config: PersonTrainConfig, total: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warmup, then cosine decay to 1%."""
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def _check_resume(config: PersonTrainConfig, state: dict[str, Any], record: dict[str, Any], out: Path) -> int:
     """The epochs a resumed run has done, after checking it goes on as it was started.
 
@@ -263,12 +220,7 @@ def _check_resume(config: PersonTrainConfig, state: dict[str, Any], record: dict
     missing = [key for key in RESUME_KEYS if key not in state]
     if missing:
         raise CnnmrfError(f"--resume: {out / 'last.pt'} holds no training state ({', '.join(missing)})")
-    ours, theirs = config.plain(), dict(state["train_config"])
-    differences = [
-        f"--{key.replace('_', '-')} {theirs[key]} -> {ours[key]}"
-        for key in ours
-        if key in theirs and key not in PERSON_SAFE_TO_CHANGE and ours[key] != theirs[key]
-    ]
+    differences = option_differences(config.plain(), dict(state["train_config"]), PERSON_SAFE_TO_CHANGE)
     before = dict(state["run"])
     if {k: v for k, v in before.items() if k != "flic"} != {k: v for k, v in record.items() if k != "flic"}:
         differences.append(f"the FLIC copy {before.get('flic')} -> {record['flic']} (other training frames)")

@@ -35,6 +35,16 @@ def check_run_folder(
     """
     if config.stage is Stage.mrf and detector_ckpt is None and not resume:
         raise CnnmrfError("train-mrf needs --detector CKPT (a checkpoint from train-detector)")
+    check_run_files(out, resume, force)
+
+
+def check_run_files(out: Path, resume: bool, force: bool) -> None:
+    """Refuse --resume with --force, an --out that cannot be a run folder, --resume without ``out/last.pt``, and
+    (without --resume or --force) replacing a folder that holds any of :data:`RUN_FILES`; every training command's rule.
+
+    Raises:
+        CnnmrfError: each message says what to do instead (--resume only where ``out/last.pt`` exists).
+    """
     if resume and force:
         raise CnnmrfError("--resume and --force contradict each other: pick one")
     check_output_folder(out)
@@ -107,12 +117,7 @@ def check_resume(config: TrainConfig, state: dict[str, Any], record: dict[str, A
             f"--resume: {out / 'last.pt'} holds no training state ({', '.join(missing)}); pass --force instead of "
             f"--resume to start afresh"
         )
-    ours, theirs = jsonable(asdict(config)), state["train_config"]
-    differences = [
-        f"--{key.replace('_', '-')} {_show(theirs[key])} -> {_show(ours[key])}"
-        for key in ours
-        if key in theirs and key not in SAFE_TO_CHANGE and ours[key] != theirs[key]
-    ]
+    differences = option_differences(jsonable(asdict(config)), state["train_config"], SAFE_TO_CHANGE)
     before = state.get("run") or {}
     if before.get("dataset"):
         was, now = dict(before["dataset"]), dict(record["dataset"])
@@ -133,6 +138,16 @@ def check_resume(config: TrainConfig, state: dict[str, Any], record: dict[str, A
             f"to train it longer"
         )
     return done
+
+
+def option_differences(ours: dict[str, Any], theirs: dict[str, Any], safe: tuple[str, ...]) -> list[str]:
+    """``--option old -> new`` for each option (a config's plain data) a resumed run sets otherwise than the run it
+    continues, but those in ``safe``."""
+    return [
+        f"--{key.replace('_', '-')} {_show(theirs[key])} -> {_show(ours[key])}"
+        for key in ours
+        if key in theirs and key not in safe and ours[key] != theirs[key]
+    ]
 
 
 def _show(value: Any) -> str:
