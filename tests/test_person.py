@@ -57,7 +57,18 @@ def test_centre_targets_drop_centres_outside_the_map_and_keep_at_most_max_people
     heat, _, _, _, mask = centre_targets(outside, (8, 8), stride=4)
     assert not mask.any() and heat.max() == 0
     many = np.array([[4.0 * i, 0.0, 4.0 * i + 4, 6.0] for i in range(MAX_PEOPLE + 2)])
-    assert centre_targets(many, (8, 8), stride=4)[4].sum() == MAX_PEOPLE
+    assert centre_targets(many, (8, 4 * MAX_PEOPLE), stride=4)[4].sum() == MAX_PEOPLE
+
+
+def test_centre_targets_put_a_centre_just_below_the_map_on_its_border_cell() -> None:
+    # A portrait: torso 40 px tall (10 cells), centre y = 34 px, 2 px below an 8-cell (32 px) map: within reach.
+    box = np.array([[6.0, 14.0, 32.0, 54.0]])  # centre (19, 34)
+    heat, index, size, offset, mask = centre_targets(box, (8, 10), stride=4)
+    # In cells the centre is (19.5 / 4 - 0.5, 34.5 / 4 - 0.5) = (4.375, 8.125): column 4, row 8 clipped to 7.
+    assert mask[0] and index[0] == 7 * 10 + 4
+    assert heat[7, 4] == 1.0
+    np.testing.assert_allclose(offset[0], [0.375, 1.125], atol=1e-6)
+    assert size[0] == pytest.approx(math.log(10.0))
 
 
 def test_negative_weights_are_full_near_people_and_in_padding_low_elsewhere() -> None:
@@ -85,7 +96,7 @@ def test_validation_frames_are_the_held_out_peoples_and_apart_from_training(tiny
 def test_dataset_items_hold_the_frames_people_as_decodable_targets(tiny_flic: Path) -> None:
     source = FlicSource(tiny_flic)
     train, _ = train_val_frames(source, 0.0, 0)
-    augment = PersonAugment(input_size=64, whole_frame=1.0, flip=0.0, color=0.0)
+    augment = PersonAugment(input_size=64, whole_frame=1.0, tile=0.0, flip=0.0, color=0.0)
     negative = np.full((30, 40, 3), 100, np.uint8)
     data = PersonFrameDataset(source, train, 4, augment, [negative], num_negatives=2, seed=3)
     assert len(data) == len(train) + 2
@@ -227,3 +238,22 @@ def test_detect_people_gives_k_boxes_in_photo_pixels() -> None:
     boxes = detect_people(model, Image.new("RGB", (200, 120), (90, 90, 90)), k=3, long_side=64)
     assert boxes.shape == (3, 5) and np.isfinite(boxes).all()
     assert (np.diff(boxes[:, 4]) <= 0).all()
+
+
+def test_grid_items_hold_every_tiled_frames_people_in_their_cells(tiny_flic: Path) -> None:
+    source = FlicSource(tiny_flic)
+    train, _ = train_val_frames(source, 0.0, 0)
+    augment = PersonAugment(input_size=96, tile=1.0, color=0.0, far_weight=0.1)
+    data = PersonFrameDataset(source, train, 4, augment, seed=0)
+    sizes = {len(f.boxes) for f in train}
+    for i in range(4):
+        item = data[i]
+        people = int(item["mask"].sum())
+        assert people >= 4 * min(sizes)  # at least a 2 x 2 grid of frames, each with all its people
+        assert (item["heat"].flatten()[item["index"][:people]] == 1).all()
+        weight = item["weight"][0]
+        assert (weight == 1).any() and torch.isclose(
+            weight, torch.tensor(0.1)
+        ).any()  # padding between frames, frames' insides
+        # Each frame of a grid is at most a cell (96 / 2 or 96 / 3 px) wide: torso boxes at most that tall.
+        assert (torch.exp(item["size"][:people]) * 4 <= 48).all()

@@ -36,6 +36,12 @@ InputSize = Annotated[int, typer.Option(help="Side of the square training images
 ValLongSide = Annotated[
     int, typer.Option(help="Validation frames are seen whole, resized to this longer side.", min=32)
 ]
+Tile = Annotated[
+    float,
+    typer.Option(
+        help="Share of training images that are 2x2 or 3x3 grids of whole frames (small people).", min=0, max=1
+    ),
+]
 FarWeight = Annotated[
     float,
     typer.Option(
@@ -72,6 +78,7 @@ def train_person(
     lr: Lr = _D.lr,
     input_size: InputSize = _D.input_size,
     val_long_side: ValLongSide = _D.val_long_side,
+    tile: Tile = _D.tile,
     far_weight: FarWeight = _D.far_weight,
     negative_share: NegativeShare = _D.negative_share,
     seed: Seed = _D.seed,
@@ -93,6 +100,7 @@ def train_person(
         "lr": lr,
         "input_size": input_size,
         "val_long_side": val_long_side,
+        "tile": tile,
         "far_weight": far_weight,
         "negative_share": negative_share,
         "seed": seed,

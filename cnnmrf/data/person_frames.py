@@ -21,7 +21,7 @@ from cnnmrf.data.flic import FlicExample, FlicSource
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.errors import CnnmrfError
 
-MAX_PEOPLE = 4  # centres kept per training image (FLIC frames hold at most 3 annotated people)
+MAX_PEOPLE = 32  # centres kept per training image (FLIC frames hold at most 3 annotated people; grids up to 9 frames)
 TORSO_ASPECT = 2.0 / 3.0  # FLIC torso boxes are all 2:3 (width : height); the detector predicts the height only
 
 
@@ -35,17 +35,30 @@ class PersonFrame:
 
 @dataclass
 class PersonAugment:
-    """How training images are drawn from frames: an S x S input holding a frame shrunk or enlarged and padded."""
+    """How training images are drawn from frames: an S x S input holding a frame shrunk or enlarged and padded, or a
+    grid of shrunk frames."""
 
     input_size: int = 256  # S, side of the square training input
-    min_torso: float = 10.0  # torso-box heights drawn log-uniformly in [min_torso, max_torso] input pixels ...
-    max_torso: float = 180.0  # ... (a person from ~1/8 of a 256 px photo's height to a portrait filling it)
+    min_torso: float = 6.0  # torso-box heights drawn log-uniformly in [min_torso, max_torso] input pixels: a person ...
+    max_torso: float = 320.0  # ... from ~1/8 of the photo's height to a portrait whose hips fall below the frame
     whole_frame: float = 0.25  # probability of showing the whole frame at long side S instead (as inference sees it)
+    tile: float = 0.2  # probability of a 2 x 2 or 3 x 3 grid of whole frames (several small people in one photo)
     flip: float = 0.5  # probability of a horizontal mirror
     color: float = 0.2  # brightness, contrast and saturation jitter amplitude
     sigma_scale: float = 0.1  # centre Gaussian's sigma = sigma_scale x torso height (cells), at least 0.5 cell
     near: float = 1.0  # negatives within near x torso height of an annotated centre count fully ...
     far_weight: float = 0.1  # ... elsewhere in a FLIC frame (maybe an unannotated person) with this weight
+
+
+@dataclass
+class Piece:
+    """One frame or photo placed in a training input."""
+
+    image: Image.Image  # decoded pixels (JPEG frames possibly at reduced resolution)
+    factor: float  # original pixels per decoded pixel
+    transform: np.ndarray  # (2, 3) original pixels -> input pixels
+    boxes: np.ndarray  # (P, 4) annotated torso boxes, original pixels
+    frame: tuple[int, int]  # original (width, height)
 
 
 def frames_of(examples: list[FlicExample]) -> list[PersonFrame]:
@@ -70,21 +83,24 @@ def train_val_frames(flic: FlicSource, val_fraction: float, seed: int) -> tuple[
 
 
 def centre_targets(
-    boxes: np.ndarray, cells: tuple[int, int], stride: int, sigma_scale: float = 0.1
+    boxes: np.ndarray, cells: tuple[int, int], stride: int, sigma_scale: float = 0.1, reach: float = 0.25
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CenterNet targets of torso boxes in input pixels.
 
     Args:
-        boxes: (P, 4) torso boxes, input pixels; boxes whose centre cell lies outside the map are dropped.
+        boxes: (P, 4) torso boxes, input pixels. A centre just outside the map (at most ``reach`` torso heights, a
+            portrait's hips below the frame) is put on the nearest border cell, its offset reaching out to it;
+            boxes whose centre lies farther out are dropped.
         cells: (H, W) of the output map.
         stride: input pixels per cell.
         sigma_scale: the Gaussian's sigma in cells per cell of torso height (at least 0.5 cell).
+        reach: how far outside the map a centre may lie, in torso heights.
 
     Returns:
         heat (H, W) float32: per cell the largest Gaussian, exactly 1 at each centre's cell; index (M,) int64: the
         centre cells (row * W + column); size (M,) float32: log(torso height / stride); offset (M, 2) float32: the
-        centre minus its cell, x and y, in [-0.5, 0.5) cells; mask (M,) bool: which of the M = :data:`MAX_PEOPLE`
-        slots hold a person.
+        centre minus its cell, x and y, in cells ([-0.5, 0.5) inside the map); mask (M,) bool: which of the
+        M = :data:`MAX_PEOPLE` slots hold a person.
     """
     h, w = cells
     heat = np.zeros((h, w), np.float32)
@@ -94,9 +110,10 @@ def centre_targets(
     slot = 0
     for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
         centre = ((box[:2] + box[2:]) / 2 + 0.5) / stride - 0.5  # (2,) cells
-        cell = np.floor(centre + 0.5)
         height = (box[3] - box[1]) / stride
-        if not (0 <= cell[0] < w and 0 <= cell[1] < h) or height <= 0 or slot == MAX_PEOPLE:
+        cell = np.clip(np.floor(centre + 0.5), 0, [w - 1, h - 1])  # (2,) x, y: the nearest cell in the map
+        outside = np.abs(centre - cell).max() - 0.5  # cells beyond the map's edge (<= 0 inside)
+        if height <= 0 or outside > reach * height or slot == MAX_PEOPLE:
             continue
         sigma = max(sigma_scale * height, 0.5)
         blob = np.exp(-((xs - cell[0]) ** 2 + (ys - cell[1]) ** 2) / (2 * sigma**2))  # (H, W)
@@ -176,43 +193,77 @@ class PersonFrameDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         cfg, size = self.augment, self.augment.input_size
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        anchor = None  # the person the draw is scaled for
-        if i < len(self.frames):
-            frame = self.frames[i]
-            data, (width, height) = self._read(frame.file)
-            boxes = frame.boxes
-            if rng.random() < cfg.whole_frame:
-                scale = size / max(width, height)
-            else:
-                anchor = boxes[rng.integers(len(boxes))]
-                torso = np.exp(rng.uniform(np.log(cfg.min_torso), np.log(cfg.max_torso)))
-                scale = torso / max(anchor[3] - anchor[1], 1.0)
+        if i >= len(self.frames):
+            pieces = [self._photo(self.negatives[(i - len(self.frames)) % len(self.negatives)], rng)]
+        elif rng.random() < cfg.tile:
+            pieces = self._grid(i, rng)
         else:
-            photo = self.negatives[(i - len(self.frames)) % len(self.negatives)]
-            height, width = photo.shape[:2]
-            boxes = np.zeros((0, 4))
-            scale = size / max(width, height) * np.exp(rng.uniform(np.log(0.5), np.log(3.0)))
-        # Place the frame: anywhere in view where it fits; where it does not, the anchor person (frames) or any part
-        # (photos) in view.
+            pieces = [self._frame(self.frames[i], rng)]
+        if rng.random() < cfg.flip:
+            mirror = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]])
+            for piece in pieces:
+                piece.transform = mirror @ np.vstack([piece.transform, [0, 0, 1]])
+        pixels = np.zeros((size, size, 3), np.uint8)
+        for piece in pieces:  # pieces never overlap; each renders black around itself
+            np.maximum(pixels, render(piece.image, piece.transform, size, piece.factor), out=pixels)
+        return self._item(_jitter(pixels, cfg.color, rng), pieces, negative=i >= len(self.frames))
+
+    def _frame(self, frame: PersonFrame, rng: np.random.Generator) -> Piece:
+        """A frame scaled so that one of its people (the anchor) has a drawn torso height, or whole at long side S;
+        placed anywhere in view where it fits, else with the anchor in view."""
+        cfg, size = self.augment, self.augment.input_size
+        data, (width, height) = self._read(frame.file)
+        anchor = None
+        if rng.random() < cfg.whole_frame:
+            scale = size / max(width, height)
+        else:
+            anchor = frame.boxes[rng.integers(len(frame.boxes))]
+            torso = np.exp(rng.uniform(np.log(cfg.min_torso), np.log(cfg.max_torso)))
+            scale = torso / max(anchor[3] - anchor[1], 1.0)
         span = np.array([width, height]) * scale  # (2,) input pixels
         fits = span <= size
         shift = rng.uniform(0.0, 1.0, 2) * (size - span)  # (2,) in [size - span, 0] where it does not fit
         if anchor is not None and not fits.all():
             centre = (anchor[:2] + anchor[2:]) / 2 * scale
-            shift = np.where(fits, shift, rng.uniform(0.15, 0.85, size=2) * size - centre)
-        flip = bool(rng.random() < cfg.flip)
+            place = rng.uniform([0.15, 0.15], [0.85, 1.1])  # a large torso's centre may fall below the view
+            shift = np.where(fits, shift, place * size - centre)
+        return self._decoded(frame, data, (width, height), scale, shift)
+
+    def _grid(self, i: int, rng: np.random.Generator) -> list[Piece]:
+        """A 2 x 2 or 3 x 3 grid of whole frames, each shrunk into its cell (60-100% of it) at a random place:
+        frame ``i`` and others drawn at random."""
+        size = self.augment.input_size
+        n = int(rng.choice([2, 3]))
+        cell = size / n
+        pieces = []
+        for k in range(n * n):
+            frame = self.frames[i] if k == 0 else self.frames[rng.integers(len(self.frames))]
+            data, (width, height) = self._read(frame.file)
+            scale = cell * rng.uniform(0.6, 1.0) / max(width, height)
+            span = np.array([width, height]) * scale
+            corner = np.array([k % n, k // n]) * cell + rng.uniform(0.0, 1.0, 2) * (cell - span)  # (2,) x, y
+            pieces.append(self._decoded(frame, data, (width, height), scale, corner))
+        return pieces
+
+    def _decoded(
+        self, frame: PersonFrame, data: bytes, original: tuple[int, int], scale: float, shift: np.ndarray
+    ) -> Piece:
+        """A frame's piece: its bytes decoded for ``scale`` and placed at ``shift`` (input pixels)."""
+        try:
+            image, factor = decode_image(data, target_scale=scale)
+        except ValueError as err:
+            raise CnnmrfError(f"images/{frame.file} of {self.flic.path}: {err}") from err
         transform = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])  # original -> input pixels
-        if flip:
-            transform = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([transform, [0, 0, 1]])
-        if i < len(self.frames):
-            try:
-                image, factor = decode_image(data, target_scale=scale)
-            except ValueError as err:
-                raise CnnmrfError(f"images/{frame.file} of {self.flic.path}: {err}") from err
-        else:
-            image, factor = Image.fromarray(photo), 1.0
-        pixels = _jitter(render(image, transform, size, factor), cfg.color, rng)  # (S, S, 3)
-        return self._item(pixels, boxes, transform, (width, height), negative=i >= len(self.frames))
+        return Piece(image, factor, transform, frame.boxes, original)
+
+    def _photo(self, photo: np.ndarray, rng: np.random.Generator) -> Piece:
+        """A person-free photo at 0.5-3x the whole-photo scale, anywhere (partly) in view."""
+        size = self.augment.input_size
+        height, width = photo.shape[:2]
+        scale = size / max(width, height) * np.exp(rng.uniform(np.log(0.5), np.log(3.0)))
+        shift = rng.uniform(0.0, 1.0, 2) * (size - np.array([width, height]) * scale)
+        transform = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]])
+        return Piece(Image.fromarray(photo), 1.0, transform, np.zeros((0, 4)), (width, height))
 
     def _read(self, file: str) -> tuple[bytes, tuple[int, int]]:
         """A frame's bytes and its (width, height), from its header.
@@ -230,23 +281,25 @@ class PersonFrameDataset(Dataset):
         except OSError as err:  # PIL's UnidentifiedImageError too
             raise CnnmrfError(f"cannot read {name}: {err}") from err
 
-    def _item(
-        self, pixels: np.ndarray, boxes: np.ndarray, transform: np.ndarray, frame: tuple[int, int], negative: bool
-    ) -> dict[str, torch.Tensor]:
-        """The tensors of one drawn image: its pixels and the targets of its boxes (original pixels)."""
+    def _item(self, pixels: np.ndarray, pieces: list[Piece], negative: bool) -> dict[str, torch.Tensor]:
+        """The tensors of one drawn image: its pixels and the targets of its pieces' boxes."""
         cfg, stride = self.augment, self.stride
         cells = (cfg.input_size // stride, cfg.input_size // stride)
-        corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 3]]], axis=1)  # (P, 2, 2)
-        moved = corners @ transform[:, :2].T + transform[:, 2]  # (P, 2, 2) input pixels
-        placed = np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)  # (P, 4), a flip swaps x1 and x2
-        heat, index, size, offset, mask = centre_targets(placed, cells, stride, cfg.sigma_scale)
         cell = np.mgrid[0 : cells[0], 0 : cells[1]].astype(np.float64) * stride + (stride - 1) / 2  # (2, H, W) y, x
-        inverse = np.linalg.inv(np.vstack([transform, [0, 0, 1]]))[:2]
-        ox = inverse[0, 0] * cell[1] + inverse[0, 1] * cell[0] + inverse[0, 2]  # (H, W) original pixels
-        oy = inverse[1, 0] * cell[1] + inverse[1, 1] * cell[0] + inverse[1, 2]
-        inside = (ox >= -0.5) & (ox <= frame[0] - 0.5) & (oy >= -0.5) & (oy <= frame[1] - 0.5)
+        placed, inside = [np.zeros((0, 4))], np.zeros(cells, bool)
+        for piece in pieces:
+            corners = np.stack([piece.boxes[:, [0, 1]], piece.boxes[:, [2, 3]]], axis=1)  # (P, 2, 2)
+            moved = corners @ piece.transform[:, :2].T + piece.transform[:, 2]  # (P, 2, 2) input pixels
+            placed.append(np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1))  # a flip swaps x1 and x2
+            inverse = np.linalg.inv(np.vstack([piece.transform, [0, 0, 1]]))[:2]
+            ox = inverse[0, 0] * cell[1] + inverse[0, 1] * cell[0] + inverse[0, 2]  # (H, W) original pixels
+            oy = inverse[1, 0] * cell[1] + inverse[1, 1] * cell[0] + inverse[1, 2]
+            width, height = piece.frame
+            inside |= (ox >= -0.5) & (ox <= width - 0.5) & (oy >= -0.5) & (oy <= height - 0.5)
+        boxes = np.concatenate(placed)  # (P, 4) input pixels
+        heat, index, size, offset, mask = centre_targets(boxes, cells, stride, cfg.sigma_scale)
         far = 1.0 if negative else cfg.far_weight
-        weight = negative_weights(placed, inside, stride, cfg.near, far)
+        weight = negative_weights(boxes, inside, stride, cfg.near, far)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))),  # uint8: 4x less to pass
             "heat": torch.from_numpy(heat)[None],

@@ -121,7 +121,13 @@ def _train(
         model = PersonDetector(PERSON_PRESETS[config.preset.value]())
     model.to(device)
     stride = model.config.stride
-    augment = PersonAugment(input_size=config.input_size, far_weight=config.far_weight)
+    augment = PersonAugment(
+        input_size=config.input_size,
+        min_torso=config.min_torso,
+        max_torso=config.max_torso,
+        tile=config.tile,
+        far_weight=config.far_weight,
+    )
     num_negatives = round(config.negative_share / (1 - config.negative_share) * len(train_frames))
     photos = synthetic_clutter(config.negatives, NEGATIVE_SEED + config.seed) if num_negatives else []
     negatives = [np.asarray(p) for p in photos]
