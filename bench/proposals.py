@@ -28,7 +28,7 @@ from cnnmrf.bundled import default_checkpoint, default_person_checkpoint
 from cnnmrf.evaluation.frames import matches_person
 from cnnmrf.inference.outputs import ImagePrediction
 from cnnmrf.inference.photos import PosePredictor
-from cnnmrf.inference.proposals import DetectorSearchConfig, PersonDetectorSearch
+from cnnmrf.inference.proposals import DetectorSearchConfig
 from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
 
@@ -47,9 +47,8 @@ def main() -> None:
     person = person_detector_from(load_person_checkpoint(person_path), str(person_path))
     scan = PosePredictor.from_checkpoint(checkpoint, "cpu")
     detector = PosePredictor.from_checkpoint(checkpoint, "cpu", person=person)
-    assert isinstance(detector.proposals, PersonDetectorSearch)
-    alone = replace(detector.proposals, config=DetectorSearchConfig(faces=False))
-    predictors = {"scan": scan, "detector": detector, "detector_no_faces": replace(detector, proposals=alone)}
+    alone = replace(detector, person_config=DetectorSearchConfig(faces=False))
+    predictors = {"scan": scan, "detector": detector, "detector_no_faces": alone}
 
     frames = validation_frames(args.data, checkpoint, args.n)
     with tempfile.TemporaryDirectory() as folder:

@@ -24,12 +24,15 @@ from cnnmrf.evaluation.frames import (
 )
 from cnnmrf.evaluation.options import CalibrateMinimums
 from cnnmrf.inference.photos import PosePredictor
+from cnnmrf.inference.proposals import PersonDetectorSearch
 from cnnmrf.inference.search import torso_box
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint
+from cnnmrf.models.person import save_person_checkpoint
 from tests.fixtures import draw_image, tiny_annotations
 from tests.helpers import assert_one_line_error, invoke, text
 from tests.test_evaluate_holdout import trained_checkpoint
+from tests.test_person_search import tiny_person
 
 K = len(JOINT_NAMES)
 
@@ -169,6 +172,34 @@ def test_calibrate_writes_a_checkpoint_whose_calibration_predict_uses(
     result = invoke(*args, "--flic", tiny_flic_zip, "--force")  # FLIC.zip works as well
     assert result.exit_code == 0, result.output
     assert PosePredictor.from_checkpoint(out, "cpu").calibration.report["joint_rows"] == 1  # --val-fraction 0.1
+
+
+def test_calibrate_fits_the_person_score_on_the_person_detectors_candidates(
+    tiny_h5: Path, tiny_flic: Path, checkpoint: Path, tmp_path: Path, half_people: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_person_checkpoint(tmp_path / "person.pt", tiny_person(3.0))
+    searched = []
+    real = calibrate.search_sample
+
+    def recorded(predictor: PosePredictor, *args: object, **kwargs: object) -> calibrate.SearchSample:
+        searched.append(predictor.person_search)
+        return real(predictor, *args, **kwargs)
+
+    monkeypatch.setattr(calibrate, "search_sample", recorded)
+    args = ["calibrate", tiny_h5, "--flic", tiny_flic, "-c", checkpoint, "--max-frames", "2", "--clutter", "2"]
+    result = invoke(
+        *args, "-o", tmp_path / "a.pt", "--search", "detector", "--person-checkpoint", tmp_path / "person.pt"
+    )
+    assert result.exit_code == 0, result.output
+    assert "search detector" in text(result)
+    assert PosePredictor.from_checkpoint(tmp_path / "a.pt", "cpu").calibration.report["search"] == "detector"
+    # both searches (the fit's and the threshold check's) are the detector's, with the faces being fitted
+    assert len(searched) == 2 and all(isinstance(s, PersonDetectorSearch) for s in searched)
+    assert searched[0].face_geometry is not None
+    assert_one_line_error(
+        invoke(*args, "-o", tmp_path / "b.pt", "--person-checkpoint", tmp_path / "person.pt"),
+        "--person-checkpoint is for --search detector",
+    )
 
 
 def test_calibrate_without_the_flic_copy_is_one_line(tiny_h5: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -129,6 +129,8 @@ def test_predict_search_detector_with_a_person_checkpoint(checkpoint: Path, tmp_
 
 def test_from_checkpoint_puts_the_person_detector_in_the_proposal_source(checkpoint: Path) -> None:
     predictor = PosePredictor.from_checkpoint(checkpoint, "cpu", person=tiny_person())
-    assert isinstance(predictor.proposals, PersonDetectorSearch) and predictor.search_name == "detector"
-    assert predictor.proposals.device == predictor.device and predictor.proposals.dtype == predictor.dtype
+    search = predictor.person_search
+    assert isinstance(search, PersonDetectorSearch) and predictor.search_name == "detector"
+    assert search.device == predictor.device and search.dtype == predictor.dtype
+    assert search.face_geometry is predictor.face_geometry  # faces follow the predictor's (calibrate replaces them)
     assert PosePredictor.from_checkpoint(checkpoint, "cpu").search_name == "scan"

@@ -15,8 +15,12 @@ from cnnmrf.cli.options import (
     DeviceOpt,
     HeldOutFraction,
     HeldOutSeed,
+    PersonCheckpointOpt,
+    SearchMethod,
+    SearchOpt,
     SearchPrecisionOpt,
     check_fraction,
+    person_detector_for,
 )
 from cnnmrf.devices import Device, Precision
 from cnnmrf.evaluation.holdout import HoldOut
@@ -65,6 +69,8 @@ def calibrate(
     ] = 0.05,
     device: DeviceOpt = Device.auto,
     precision: SearchPrecisionOpt = Precision.auto,
+    search: SearchOpt = SearchMethod.scan,
+    person_checkpoint: PersonCheckpointOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out; allow other held-out rows than the checkpoint's.")
     ] = False,
@@ -72,7 +78,8 @@ def calibrate(
     """Fit what turns the model's raw scores into probabilities (person score, joint scores, face-to-torso geometry,
     default --min-score) on the training split's held-out frames, and write the checkpoint with it to --out.
 
-    Run it again whenever the weights change: `predict` reads the calibration from the checkpoint.
+    Run it again whenever the weights change: `predict` reads the calibration from the checkpoint. The person score is
+    fitted on the candidates of --search (calibrate with the search predict will use).
     """
     from cnnmrf.evaluation.calibrate import calibrate_checkpoint  # torch: loaded when it runs
 
@@ -85,6 +92,7 @@ def calibrate(
         precision=precision,
     )
     checkpoint = checkpoint or default_checkpoint()
+    person = person_detector_for(search, person_checkpoint)
     with progress_bar("calibrate", transient=True) as on_progress:
         calibration = calibrate_checkpoint(
             data,
@@ -94,6 +102,7 @@ def calibrate(
             options,
             force,
             device.value,
+            person,
             lambda stage, done, total: on_progress(done, total),
             lambda note: console.print(plain(note), soft_wrap=True),
         )
@@ -103,7 +112,8 @@ def calibrate(
     held_out = plain(HoldOut(report["val_fraction"], report["seed"], report["held_out_from"]).describe())
     console.print(
         f"fitted on {report['frames']} validation frames ({report['candidates']} candidates, {report['positives']} "
-        f"people; {report['faces_matched']} faces matched) and {report['joint_rows']} crops, held out by {held_out}; "
+        f"people, search {report['search']};"
+        f" {report['faces_matched']} faces matched) and {report['joint_rows']} crops, held out by {held_out}; "
         f"precision {report['precision']}\n"
         f"default --min-score {calibration.min_score:.2f}: annotated people found {100 * at['people_found']:.1f}%, "
         f"held-out person-free photos with a false person {100 * at['false_people_rate']:.1f}%, "

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cnnmrf.devices import Device, Precision
+from cnnmrf.errors import CnnmrfError
+
+if TYPE_CHECKING:  # torch: loaded when a command runs
+    from cnnmrf.models.person import PersonDetector
 
 DataPath = Annotated[Path, typer.Argument(help="HDF5 dataset made by `cnnmrf preprocess`.", show_default=False)]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.jsonl.")]
@@ -57,6 +61,25 @@ PersonCheckpointOpt = Annotated[
         help="Person detector checkpoint from `cnnmrf train-person` for --search detector; default: the bundled one.",
     ),
 ]
+
+
+def person_detector_for(search: SearchMethod, checkpoint: Path | None) -> PersonDetector | None:
+    """The person detector that ``--search`` asks for (``checkpoint``, else the bundled one), None for the scan.
+
+    Raises:
+        CnnmrfError: a person checkpoint with the scan, or one that is missing or not a person detector's.
+    """
+    from cnnmrf.bundled import default_person_checkpoint
+    from cnnmrf.models.person import load_person_checkpoint, person_detector_from
+
+    if search is not SearchMethod.detector:
+        if checkpoint is not None:
+            raise CnnmrfError("--person-checkpoint is for --search detector (the scan uses no person detector)")
+        return None
+    checkpoint = checkpoint or default_person_checkpoint()
+    return person_detector_from(load_person_checkpoint(checkpoint), str(checkpoint))
+
+
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c", help="Checkpoint (.pt); default: the bundled FLIC-trained weights."),

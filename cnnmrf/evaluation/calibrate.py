@@ -57,6 +57,7 @@ from cnnmrf.inference.search import SearchConfig
 from cnnmrf.inference.topdown import Candidates
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import CALIBRATION_KEY, load_checkpoint, save_checkpoint
+from cnnmrf.models.person import PersonDetector
 
 NOSE = JOINT_NAMES.index("nose")
 CORRECT_WITHIN = 0.1  # a joint score is P(within this many torso lengths), PCK's normaliser
@@ -304,6 +305,7 @@ def fit_calibration(
         "val_fraction": options.val_fraction,
         "seed": options.seed,
         "precision": predictor.precision,  # the search's; people and joints are always scored in float32
+        "search": predictor.search_name,  # whose candidates the person score is fitted on
         "joint_rows": int(len(rows)),
         "joint_score_ece": {
             name: expected_calibration_error(joint_maps[name].probability(s), c) for name, (s, c) in samples.items()
@@ -326,6 +328,7 @@ def calibrate_checkpoint(
     options: CalibrateOptions | None = None,
     force: bool = False,
     device: str = "auto",
+    person: PersonDetector | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> Calibration:
@@ -336,6 +339,7 @@ def calibrate_checkpoint(
     report records them, the precision and where both came from.
 
     Args:
+        person: the person detector whose boxes are verified (None: the scan's), as predict will search.
         on_note: called with a note to show before the work (held-out rows assumed, not recorded).
 
     Raises:
@@ -360,7 +364,9 @@ def calibrate_checkpoint(
             on_note(note)
         precision = resolve_precision(options.precision, resolve_device(device), auto_bf16=False)  # as predict
         # an old calibration is replaced
-        predictor = PosePredictor.from_checkpoint(checkpoint, device, Precision(precision.name), calibrated=False)
+        predictor = PosePredictor.from_checkpoint(
+            checkpoint, device, Precision(precision.name), calibrated=False, person=person
+        )
         check_geometry(predictor.preprocess, prep, checkpoint, data)
         options = replace(options, val_fraction=holdout.val_fraction, seed=holdout.seed)
         calibration = fit_calibration(predictor, data, source, options, on_progress)

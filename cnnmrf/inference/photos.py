@@ -26,7 +26,14 @@ from cnnmrf.inference.crops import DETECTOR, SPATIAL
 from cnnmrf.inference.faces import FaceGeometry, detect_faces
 from cnnmrf.inference.outputs import ImagePrediction, Person
 from cnnmrf.inference.people import Scorer, select_people
-from cnnmrf.inference.proposals import PersonDetectorSearch, PersonSearch, Photo, ProposalSource, original_size
+from cnnmrf.inference.proposals import (
+    DetectorSearchConfig,
+    PersonDetectorSearch,
+    PersonSearch,
+    Photo,
+    ProposalSource,
+    original_size,
+)
 from cnnmrf.inference.search import Proposal, SearchConfig
 from cnnmrf.inference.topdown import Candidates, TopDown
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
@@ -106,7 +113,9 @@ class PosePredictor:
     min_score: float | None = None  # people below this P(person) are dropped (None: the calibration's default)
     max_people: int | None = None  # at most this many people per photo (None: all above min_score)
     face_geometry: FaceGeometry | None = None  # face -> torso box for face proposals (None: no face proposals)
-    proposals: ProposalSource | None = None  # where searched photos' torso boxes come from (None: PersonSearch)
+    person: PersonDetector | None = None  # the learned person detector, eval mode on device (None: the scan)
+    person_config: DetectorSearchConfig = field(default_factory=DetectorSearchConfig)  # its boxes kept and pruning
+    proposals: ProposalSource | None = None  # any other source of searched photos' torso boxes (overrides the two)
 
     @classmethod
     def from_checkpoint(
@@ -139,7 +148,7 @@ class PosePredictor:
         dtype = resolve_precision(precision, dev, auto_bf16=False).dtype  # answers alike on every machine
         faces = None if calibration is None else calibration.faces
         if person is not None:
-            options["proposals"] = PersonDetectorSearch(person.eval().to(dev), dev, dtype=dtype, face_geometry=faces)
+            options["person"] = person.eval().to(dev)
         return cls(model.to(dev), prep, dev, dtype=dtype, calibration=calibration, face_geometry=faces, **options)
 
     @property
@@ -174,11 +183,15 @@ class PosePredictor:
 
     @property
     def person_search(self) -> ProposalSource:
-        """The proposal source: ``proposals`` if given, else the scan and faces (:class:`PersonSearch`)."""
+        """The proposal source: ``proposals`` if given, else the person detector and faces
+        (:class:`PersonDetectorSearch`) with a ``person`` detector, else the scan and faces (:class:`PersonSearch`);
+        the faces through ``face_geometry``."""
         if self.proposals is not None:
             return self.proposals
-        detector, geometry = self.model.detector, self.face_geometry
-        return PersonSearch(detector, self.torso_px, self.device, self.search, self.dtype, geometry)
+        geometry = self.face_geometry
+        if self.person is not None:
+            return PersonDetectorSearch(self.person, self.device, self.person_config, self.dtype, geometry)
+        return PersonSearch(self.model.detector, self.torso_px, self.device, self.search, self.dtype, geometry)
 
     @property
     def top_down(self) -> TopDown:
