@@ -153,6 +153,7 @@ def test_calibrate_writes_a_checkpoint_whose_calibration_predict_uses(
     calibration = PosePredictor.from_checkpoint(out, "cpu").calibration
     assert calibration is not None and set(calibration.joints) == {"detector", "spatial"}
     assert 0 < calibration.min_score < 1 and calibration.report["frames"] == 2
+    assert calibration.report["search"] == "scan" and not calibration.person.uses_evidence  # no person detector ran
     assert calibration.report["joint_rows"] == 4  # half of the 8 training rows
     state, original = load_checkpoint(out), load_checkpoint(checkpoint)
     assert CALIBRATION_KEY not in original and state[CALIBRATION_KEY]["format"] == "cnnmrf-calibration-v1"
@@ -192,7 +193,8 @@ def test_calibrate_fits_the_person_score_on_the_person_detectors_candidates(
     )
     assert result.exit_code == 0, result.output
     assert "search detector" in text(result)
-    assert PosePredictor.from_checkpoint(tmp_path / "a.pt", "cpu").calibration.report["search"] == "detector"
+    calibration = PosePredictor.from_checkpoint(tmp_path / "a.pt", "cpu").calibration
+    assert calibration.report["search"] == "detector" and calibration.person.uses_evidence
     # both searches (the fit's and the threshold check's) are the detector's, with the faces being fitted
     assert len(searched) == 2 and all(isinstance(s, PersonDetectorSearch) for s in searched)
     assert searched[0].face_geometry is not None

@@ -14,6 +14,7 @@ from cnnmrf.inference.calibration import (
     Calibration,
     JointCalibration,
     PersonVerifier,
+    evidence_feature,
     expected_calibration_error,
     fit_logistic,
     person_features,
@@ -135,6 +136,26 @@ def test_person_verifier_separates_separable_features() -> None:
     p = verifier.probability(features)
     assert p.shape == (200,) and (p[:100] > 0.5).all() and (p[100:] < 0.5).all()  # every example on its side
     assert p[:100].mean() > 0.9 and p[100:].mean() < 0.1  # and confidently so (the ridge caps how far)
+
+
+def test_a_verifier_with_the_person_detectors_evidence_reads_it_and_takes_it_unknown_as_average() -> None:
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.ones(100), np.zeros(100)]
+    person = np.where(labels == 1, 0.8, 0.1) + rng.normal(0, 0.05, 200)  # the detector's probability: informative
+    features = np.c_[rng.normal(size=(200, NUM_PERSON_FEATURES)), evidence_feature(person)]  # (200, F + 1)
+    verifier = PersonVerifier.fit(features, labels)
+    assert verifier.uses_evidence and np.argmax(np.abs(verifier.weights)) == NUM_PERSON_FEATURES
+    p = verifier.probability(features)
+    assert (p[:100] > 0.5).all() and (p[100:] < 0.5).all()
+    unknown = features.copy()
+    unknown[:, -1] = np.nan  # no person detector ran: its feature counts as its mean
+    standardised = np.nan_to_num((unknown - verifier.mean) / verifier.std, nan=0.0)
+    np.testing.assert_allclose(verifier.probability(unknown), sigmoid(standardised @ verifier.weights + verifier.bias))
+    plain = PersonVerifier.fit(features[:, :-1], labels)  # one without evidence reads only the first F columns
+    assert not plain.uses_evidence
+    np.testing.assert_array_equal(plain.probability(features), plain.probability(features[:, :-1]))
+    assert evidence_feature(np.array([0.5, 1.0, np.nan]))[0] == 0 and np.isnan(evidence_feature(np.array([np.nan])))
+    assert evidence_feature(np.array([1.0]))[0] == pytest.approx(np.log(999))  # clipped at 0.999
 
 
 def make_calibration(seed: int = 6) -> Calibration:

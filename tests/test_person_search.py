@@ -16,7 +16,14 @@ from cnnmrf.evaluation.frames import matches_person
 from cnnmrf.inference.faces import FaceGeometry
 from cnnmrf.inference.person_boxes import detect_people
 from cnnmrf.inference.photos import PosePredictor
-from cnnmrf.inference.proposals import DetectorSearchConfig, PersonDetectorSearch, Photo, ProposalSource
+from cnnmrf.inference.proposals import (
+    EVIDENCE_BOXES,
+    EVIDENCE_OVERLAP,
+    DetectorSearchConfig,
+    PersonDetectorSearch,
+    Photo,
+    ProposalSource,
+)
 from cnnmrf.inference.search import box_iou
 from cnnmrf.models.person import (
     PERSON_PRESETS,
@@ -73,6 +80,10 @@ def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first()
     found = with_faces.propose(Photo(image, 1.0, face))
     assert found[0].source == "face" and np.allclose(found[0].box, geometry.torso(face)[0])
     assert [p.source for p in found[1:]] == ["detector"] * (len(found) - 1)
+    assert all(p.person == p.score for p in found[1:])  # the detector's evidence for its own boxes: their scores
+    decoded = detect_people(model, image, EVIDENCE_BOXES)
+    overlap = box_iou(found[0].box[None], decoded[:, :4])[0] >= EVIDENCE_OVERLAP
+    assert found[0].person == pytest.approx(decoded[overlap, 4].max(initial=0.0))  # a face's: its best overlapping box
     kept = np.stack([p.box for p in found])
     iou = box_iou(kept, kept)
     assert (iou[np.triu_indices(len(kept), 1)] <= 0.5).all()  # proposal_overlap: no two kept boxes overlap more

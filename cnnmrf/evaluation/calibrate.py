@@ -10,7 +10,8 @@ them (:data:`cnnmrf.evaluation.options.MINIMUMS`):
 3. **person verifier**: every search candidate in the validation frames (positive when its box matches an annotated
    person, negative when it lies on one without matching; boxes away from the annotated people are left out, as FLIC
    leaves many people unannotated) and in person-free photos (:func:`person_free_photos`, all negative); a logistic
-   regression on :func:`cnnmrf.inference.calibration.person_features`;
+   regression on :func:`cnnmrf.inference.calibration.person_features`, and on the person detector's evidence
+   (:func:`~cnnmrf.inference.calibration.evidence_feature`) where the search is that detector's;
 4. **default --min-score**: the smallest threshold at which at most ``max_false_rate`` of other person-free photos
    (half as many, drawn with ``seed + 1``, not fitted on) get a person.
 """
@@ -287,7 +288,10 @@ def fit_calibration(
             f"frames: too few to fit the person score (at least {MINIMUMS.people} of each); use more frames "
             "(--max-frames 0) or a model that finds people"
         )
-    verifier = PersonVerifier.fit(sample.features[labelled], sample.labels[labelled])
+    # The person detector's evidence (the last column) is read where the search ran it, on every candidate
+    with_evidence = bool(len(sample.features)) and bool(np.isfinite(sample.features[:, -1]).all())
+    features = sample.features if with_evidence else sample.features[:, :-1]
+    verifier = PersonVerifier.fit(features[labelled], sample.labels[labelled])
     scores = verifier.probability(sample.features)
     check_scores = verifier.probability(check.features) if len(check.labels) else np.zeros(0)
     by_threshold = {

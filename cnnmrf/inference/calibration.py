@@ -24,6 +24,9 @@ from cnnmrf.joints import JOINT_NAMES, TORSO_PARTS
 CALIBRATION_FORMAT = "cnnmrf-calibration-v1"
 NOSE, TORSO = JOINT_NAMES.index("nose"), JOINT_NAMES.index("torso")
 NUM_PERSON_FEATURES = 5 * len(JOINT_NAMES) + 5
+# A verifier fitted on the person detector's candidates also reads its evidence (:func:`evidence_feature`), one column
+# after the :func:`person_features`.
+NUM_PERSON_FEATURES_WITH_EVIDENCE = NUM_PERSON_FEATURES + 1
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -133,9 +136,17 @@ def person_features(
     return np.concatenate([*parts, face[:, None]], axis=-1)
 
 
+def evidence_feature(person: np.ndarray) -> np.ndarray:
+    """(N,) the person detector's probability of each candidate's box as a verifier feature: its logit (clipped to
+    +-6.9); NaN (no person detector ran) stays NaN."""
+    p = np.clip(np.asarray(person, dtype=np.float64), 1e-3, 1 - 1e-3)
+    return np.log(p) - np.log1p(-p)
+
+
 @dataclass
 class PersonVerifier:
-    """Logistic regression on standardised :func:`person_features`: ``P = sigmoid(((f - mean) / std) @ w + b)``."""
+    """Logistic regression on standardised :func:`person_features` (and, fitted on the person detector's candidates,
+    :func:`evidence_feature`): ``P = sigmoid(((f - mean) / std) @ w + b)``."""
 
     mean: np.ndarray  # (F,) feature means on the fitting data
     std: np.ndarray  # (F,) feature standard deviations on the fitting data
@@ -149,9 +160,16 @@ class PersonVerifier:
         weights, bias = fit_logistic((features - mean) / std, labels, l2)
         return cls(mean, std, weights, float(bias))
 
+    @property
+    def uses_evidence(self) -> bool:
+        """Whether it reads the person detector's evidence (fitted on that detector's candidates)."""
+        return len(self.weights) == NUM_PERSON_FEATURES_WITH_EVIDENCE
+
     def probability(self, features: np.ndarray) -> np.ndarray:
-        """(N,) P(person) of (N, F) features."""
-        return sigmoid(((features - self.mean) / self.std) @ self.weights + self.bias)
+        """(N,) P(person) of (N, F') features, F' >= F: the first F are read; an unknown (NaN) feature, such as the
+        evidence of a person detector that did not run, counts as its mean."""
+        z = (features[:, : len(self.weights)] - self.mean) / self.std  # (N, F)
+        return sigmoid(np.nan_to_num(z, nan=0.0) @ self.weights + self.bias)
 
 
 @dataclass
@@ -219,11 +237,9 @@ class Calibration:
                 for name, c in data["joints"].items()
             }
             p = data["person"]
+            f = NUM_PERSON_FEATURES_WITH_EVIDENCE if len(p["weights"]) > NUM_PERSON_FEATURES else NUM_PERSON_FEATURES
             person = PersonVerifier(
-                _array(p["mean"], NUM_PERSON_FEATURES),
-                _array(p["std"], NUM_PERSON_FEATURES),
-                _array(p["weights"], NUM_PERSON_FEATURES),
-                float(_array([p["bias"]], 1)[0]),
+                _array(p["mean"], f), _array(p["std"], f), _array(p["weights"], f), float(_array([p["bias"]], 1)[0])
             )
             min_score = float(data["min_score"])
             faces = FaceGeometry.from_dict(data["faces"])

@@ -19,9 +19,14 @@ from PIL import Image
 from cnnmrf.devices import autocast
 from cnnmrf.inference.faces import FaceGeometry, face_proposals
 from cnnmrf.inference.person_boxes import detect_people
-from cnnmrf.inference.search import Proposal, SearchConfig, non_maximum_suppression, scan_proposals
+from cnnmrf.inference.search import Proposal, SearchConfig, box_iou, non_maximum_suppression, scan_proposals
 from cnnmrf.models.detector import PartDetector
 from cnnmrf.models.person import PersonDetector
+
+# A face's torso box gets the person detector's evidence of its best box among the top EVIDENCE_BOXES that overlap it
+# by EVIDENCE_OVERLAP (IoU) or more, else 0: the detector saw no torso there.
+EVIDENCE_BOXES = 16
+EVIDENCE_OVERLAP = 0.3
 
 
 def original_size(image: Image.Image, decode_factor: float) -> tuple[int, int]:
@@ -119,14 +124,20 @@ class PersonDetectorSearch:
         """Torso-box proposals in a photo, in its original pixels (see the class docstring); ``photo.faces`` give the
         face proposals."""
         config, factor = self.config, photo.decode_factor
-        boxes = detect_people(self.model, photo.image, config.max_boxes, config.long_side, self.dtype, self.device)
+        k = max(config.max_boxes, EVIDENCE_BOXES)
+        boxes = detect_people(self.model, photo.image, k, config.long_side, self.dtype, self.device)  # (k, 5)
+        boxes[:, :4] = boxes[:, :4] * factor + (factor - 1) / 2  # decoded -> original pixels
         found = [
-            Proposal(box[:4] * factor + (factor - 1) / 2, float(box[4]), "detector")  # decoded -> original pixels
-            for box in boxes
+            Proposal(box[:4], float(box[4]), "detector", float(box[4]))
+            for box in boxes[: config.max_boxes]
             if box[4] >= config.min_score
         ]
         if config.faces and self.face_geometry is not None:
-            found = face_proposals(photo.faces, self.face_geometry) + found  # faces (largest) first, as PersonSearch
+            faces = face_proposals(photo.faces, self.face_geometry)
+            for face in faces:  # the detector's evidence for a face's box: its best box overlapping it (else none)
+                overlap = box_iou(face.box[None], boxes[:, :4])[0]  # (k,)
+                face.person = float(boxes[overlap >= EVIDENCE_OVERLAP, 4].max(initial=0.0))
+            found = faces + found  # faces (largest) first, as PersonSearch
         if not found:
             return []
         kept = non_maximum_suppression(

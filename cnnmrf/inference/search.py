@@ -63,11 +63,13 @@ class SearchConfig:
 @dataclass
 class Proposal:
     """A torso box where a person may be: ``box`` (4,) x1, y1, x2, y2 in original pixels, its ``score`` (higher is
-    likelier; scan score or face-detector order) and its ``source``."""
+    likelier; scan score or face-detector order), its ``source``, and ``person``, the person detector's probability
+    of a torso centred there where that detector ran (evidence for the person score; NaN where it did not)."""
 
     box: np.ndarray
     score: float
     source: Source
+    person: float = float("nan")
 
 
 def torso_box(cx: float, cy: float, height: float) -> np.ndarray:

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.geometry import crop_transform
 from cnnmrf.data.images import render
-from cnnmrf.inference.calibration import person_features
+from cnnmrf.inference.calibration import evidence_feature, person_features
 from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, Joints, final_joints, predict_crops
 from cnnmrf.inference.proposals import Photo
@@ -32,9 +32,11 @@ class Candidates:
     faces: list[np.ndarray]  # per candidate: (M, 4) the faces found in its photo
 
     def features(self) -> np.ndarray:
-        """(N, F) :func:`person_features` (without a spatial model the detector's output stands in for it)."""
+        """(N, F + 1) :func:`person_features` (without a spatial model the detector's output stands in for it), then
+        the person detector's :func:`evidence_feature` (NaN where it did not run)."""
         detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
-        return person_features(detector, spatial, self.boxes, self.faces)
+        evidence = evidence_feature(np.array([p.person for p in self.proposals], dtype=np.float64))  # (N,)
+        return np.concatenate([person_features(detector, spatial, self.boxes, self.faces), evidence[:, None]], axis=1)
 
 
 @dataclass
