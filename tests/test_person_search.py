@@ -4,6 +4,7 @@ person detector and `predict --search detector`."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
 @pytest.mark.parametrize("factor", [1.0, 2.0])
 def test_detector_search_proposes_the_detectors_boxes_in_original_pixels(factor: float) -> None:
     model = tiny_person(3.0)
-    config = DetectorSearchConfig(max_boxes=5, min_score=0.0, proposal_overlap=1.0, max_proposals=5)
+    config = DetectorSearchConfig(max_boxes=5, min_score=0.0, max_crowd=0, proposal_overlap=1.0, max_proposals=5)
     search = PersonDetectorSearch(model, config=config)
     assert isinstance(search, ProposalSource) and search.name == "detector"
     image = noise(160, 96)  # decoded with ``factor``: the original is factor times larger
@@ -70,10 +71,13 @@ def test_detector_search_proposes_the_detectors_boxes_in_original_pixels(factor:
 def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first() -> None:
     model = tiny_person(3.0)
     image = noise(128, 96)
-    everything = PersonDetectorSearch(model, config=DetectorSearchConfig(min_score=0.0, proposal_overlap=1.0))
-    boxes = everything.propose(Photo(image))
-    assert len(boxes) == 4 and all(b.score > 0.9 for b in boxes)  # max_boxes: 4
-    assert PersonDetectorSearch(model, config=DetectorSearchConfig(min_score=0.99)).propose(Photo(image)) == []
+    config = DetectorSearchConfig(min_score=0.0, proposal_overlap=1.0)
+    boxes = PersonDetectorSearch(model, config=config).propose(Photo(image))
+    assert len(boxes) == 12 and all(b.score > 0.9 for b in boxes)  # max_crowd: every likely box, up to 12
+    few = PersonDetectorSearch(model, config=replace(config, crowd_score=0.999)).propose(Photo(image))
+    assert [b.score for b in few] == [b.score for b in boxes[:4]]  # max_boxes: the best 4 whatever their score
+    none = DetectorSearchConfig(min_score=0.99, crowd_score=0.99)
+    assert PersonDetectorSearch(model, config=none).propose(Photo(image)) == []
     face = np.array([[50.0, 10.0, 62.0, 22.0]])  # a 12 px face: a torso box 35 px tall below it
     geometry = FaceGeometry()
     with_faces = PersonDetectorSearch(model, face_geometry=geometry, config=DetectorSearchConfig(min_score=0.0))

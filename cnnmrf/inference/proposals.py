@@ -95,15 +95,17 @@ class DetectorSearchConfig:
 
     # The FLIC-trained detector finds 96.8% of validation people among its top 3 boxes and 97.2% among its top 5; 4 is
     # as many proposals as the scan verifies, so the two searches cost alike after the proposals.
-    max_boxes: int = 4  # the detector's best boxes (local maxima of its centre map) proposed per photo
-    min_score: float = 0.05  # boxes whose centre probability is below this are not proposed
+    max_boxes: int = 4  # the detector's best boxes (local maxima of its centre map) proposed per photo ...
+    min_score: float = 0.05  # ... if their centre probability is at least this
+    crowd_score: float = 0.3  # further boxes are proposed while their probability is at least this (crowds) ...
+    max_crowd: int = 12  # ... up to this many boxes in all
     long_side: int = 320  # the photo is resized to this longer side for the detector's one pass (as trained)
     # Faces make no measurable difference here on FLIC validation frames (bench/proposals.py: 65 vs 66 of 70 people
     # found with and without them on 60 frames, 207 vs 206 of 231 on 200); kept, as in the scan, on whose proposals
     # the person scores were calibrated (+0.01-0.03 s a photo).
     faces: bool = True  # also propose a torso box below each face found (needs a checkpoint's face geometry)
     proposal_overlap: float = 0.5  # proposals overlapping a better one more than this (IoU) are dropped unverified
-    max_proposals: int = 6  # proposals verified per photo: boxes below faces (largest first), then detector boxes
+    max_proposals: int = 14  # proposals verified per photo: boxes below faces (largest first), then detector boxes
 
 
 @dataclass
@@ -124,14 +126,13 @@ class PersonDetectorSearch:
         """Torso-box proposals in a photo, in its original pixels (see the class docstring); ``photo.faces`` give the
         face proposals."""
         config, factor = self.config, photo.decode_factor
-        k = max(config.max_boxes, EVIDENCE_BOXES)
+        k = max(config.max_boxes, config.max_crowd, EVIDENCE_BOXES)
         boxes = detect_people(self.model, photo.image, k, config.long_side, self.dtype, self.device)  # (k, 5)
         boxes[:, :4] = boxes[:, :4] * factor + (factor - 1) / 2  # decoded -> original pixels
-        found = [
-            Proposal(box[:4], float(box[4]), "detector", float(box[4]))
-            for box in boxes[: config.max_boxes]
-            if box[4] >= config.min_score
-        ]
+        rank = np.arange(k)
+        wanted = (rank < config.max_boxes) & (boxes[:, 4] >= config.min_score)  # (k,) the best few ...
+        wanted |= (rank < config.max_crowd) & (boxes[:, 4] >= config.crowd_score)  # ... and every likely one
+        found = [Proposal(box[:4], float(box[4]), "detector", float(box[4])) for box in boxes[wanted]]
         if config.faces and self.face_geometry is not None:
             faces = face_proposals(photo.faces, self.face_geometry)
             for face in faces:  # the detector's evidence for a face's box: its best box overlapping it (else none)
