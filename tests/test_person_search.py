@@ -149,3 +149,13 @@ def test_from_checkpoint_puts_the_person_detector_in_the_proposal_source(checkpo
     assert search.device == predictor.device and search.dtype == predictor.dtype
     assert search.face_geometry is predictor.face_geometry  # faces follow the predictor's (calibrate replaces them)
     assert PosePredictor.from_checkpoint(checkpoint, "cpu").search_name == "scan"
+
+
+def test_the_detectors_boxes_are_predicted_as_they_are_unless_refine(checkpoint: Path) -> None:
+    predictor = PosePredictor.from_checkpoint(checkpoint, "cpu", person=tiny_person(3.0))
+    image = noise(160, 120)
+    found = predictor.candidates([(image, 1.0)], [None])
+    assert found.proposals and all(p.source == "detector" for p in found.proposals)
+    np.testing.assert_array_equal(found.boxes, np.stack([p.box for p in found.proposals]))
+    refined = replace(predictor, person_config=DetectorSearchConfig(refine=True)).candidates([(image, 1.0)], [None])
+    assert not np.allclose(refined.boxes, np.stack([p.box for p in refined.proposals]))  # re-fitted to their torsos

@@ -195,8 +195,12 @@ class PosePredictor:
 
     @property
     def top_down(self) -> TopDown:
-        """The top-down runner: :attr:`crop_config` crops, ``search.refine_steps`` re-fits."""
-        return TopDown(self.model, self.preprocess, self.device, self.crop_config, self.search.refine_steps)
+        """The top-down runner: :attr:`crop_config` crops, ``search.refine_steps`` re-fits (none of the person
+        detector's boxes unless ``person_config.refine``)."""
+        exact = {"given"} if self.person is None or self.person_config.refine else {"given", "detector"}
+        return TopDown(
+            self.model, self.preprocess, self.device, self.crop_config, self.search.refine_steps, frozenset(exact)
+        )
 
     @property
     def scorer(self) -> Scorer:

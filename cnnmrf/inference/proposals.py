@@ -106,6 +106,9 @@ class DetectorSearchConfig:
     faces: bool = True  # also propose a torso box below each face found (needs a checkpoint's face geometry)
     proposal_overlap: float = 0.5  # proposals overlapping a better one more than this (IoU) are dropped unverified
     max_proposals: int = 14  # proposals verified per photo: boxes below faces (largest first), then detector boxes
+    # Its boxes are as precise as the pose model's re-fit of them (40 validation frames: 81.4% of people found either
+    # way, PCK@0.2 78.3 without, 77.0 with), which doubles the pose model's work per proposal.
+    refine: bool = False  # re-fit the detector's boxes to their predicted torsos and predict again (faces' always are)
 
 
 @dataclass

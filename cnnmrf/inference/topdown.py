@@ -47,7 +47,8 @@ class TopDown:
     preprocess: PreprocessConfig  # the crop geometry the model was trained on
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the model lives
     config: InferenceConfig = field(default_factory=InferenceConfig)  # how each crop is predicted
-    refine_steps: int = 1  # times each proposal's box is re-fitted to its predicted torso and predicted again
+    refine_steps: int = 1  # times each proposal's box is re-fitted to its predicted torso and predicted again ...
+    exact: frozenset[str] = frozenset({"given"})  # ... but for proposals of these sources, predicted as they are
 
     def predict_boxes(self, photos: Sequence[Photo], boxes: Sequence[np.ndarray]) -> dict[str, Joints]:
         """Crop each photo around its (4,) torso box (original pixels) and run the model on all crops in one batch.
@@ -70,8 +71,8 @@ class TopDown:
     def candidates(self, photos: Sequence[Photo], proposals: Sequence[Sequence[Proposal]]) -> Candidates:
         """Every proposal of every photo, predicted by the model.
 
-        Each proposal whose source is not ``given`` is re-fitted to its predicted torso (:func:`box_from_joints`) and
-        predicted again ``refine_steps`` times; a given box is predicted as it is.
+        Each proposal whose source is not in ``exact`` (a given box; the person detector's, which are as precise) is
+        re-fitted to its predicted torso (:func:`box_from_joints`) and predicted again ``refine_steps`` times.
 
         Args:
             photos: the photos.
@@ -81,7 +82,7 @@ class TopDown:
         flat = [proposal for found in proposals for proposal in found]
         current = [p.box for p in flat]  # (4,) each, original pixels
         sets = self.predict_boxes([photos[i] for i in owner], current)
-        searched = [c for c, p in enumerate(flat) if p.source != "given"]
+        searched = [c for c, p in enumerate(flat) if p.source not in self.exact]
         for _ in range(self.refine_steps if searched else 0):
             # The proposals' scale and position are coarse: re-fit each box to its predicted torso, predict again.
             predicted = final_joints(sets).joints  # (N, K, 2)
