@@ -141,4 +141,5 @@ def test_the_top_down_runner_refits_proposals_but_not_given_boxes(checkpoint: Pa
     np.testing.assert_array_equal(unrefined.boxes, [box, box])
     empty = runner.candidates(photos, [[], []])
     assert empty.boxes.shape == (0, 4) and empty.sets == {} and empty.proposals == []
+    assert empty.features().shape == (0, NUM_PERSON_FEATURES + 1)  # a photo where nothing was proposed
     assert torch.float32 == runner.config.dtype

@@ -135,7 +135,7 @@ def search_sample(
         labels.append(label)
         boxes.append(found.boxes)
         photo.append(np.full(len(label), len(kinds)))
-        joints.append(final_joints(found.sets).joints)
+        joints.append(final_joints(found.sets).joints if found.proposals else np.zeros((0, len(JOINT_NAMES), 2)))
         truth.append(frame)
         kinds.append(kind)
         strips.append(strip)

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnmrf.data.format import PreprocessConfig
 from cnnmrf.data.geometry import crop_transform
 from cnnmrf.data.images import render
-from cnnmrf.inference.calibration import evidence_feature, person_features
+from cnnmrf.inference.calibration import NUM_PERSON_FEATURES_WITH_EVIDENCE, evidence_feature, person_features
 from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, Joints, final_joints, predict_crops
 from cnnmrf.inference.proposals import Photo
@@ -34,6 +34,8 @@ class Candidates:
     def features(self) -> np.ndarray:
         """(N, F + 1) :func:`person_features` (without a spatial model the detector's output stands in for it), then
         the person detector's :func:`evidence_feature` (NaN where it did not run)."""
+        if not self.proposals:
+            return np.zeros((0, NUM_PERSON_FEATURES_WITH_EVIDENCE))
         detector, spatial = self.sets[DETECTOR], self.sets.get(SPATIAL, self.sets[DETECTOR])
         evidence = evidence_feature(np.array([p.person for p in self.proposals], dtype=np.float64))  # (N,)
         return np.concatenate([person_features(detector, spatial, self.boxes, self.faces), evidence[:, None]], axis=1)
