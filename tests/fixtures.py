@@ -1,11 +1,15 @@
-"""Builders for a tiny synthetic FLIC-format dataset (examples.mat + JPEGs), its FLIC.zip and its HDF5 file."""
+"""Builders for a tiny synthetic FLIC-format dataset (examples.mat + JPEGs), its FLIC.zip and its HDF5 file; and for
+small videos."""
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import scipy.io
 import torch
@@ -273,3 +277,36 @@ def red_blob_photo(cx: float, cy: float, size: tuple[int, int] = (IMAGE_WIDTH, I
     yy, xx = np.mgrid[0:height, 0:width]
     blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 6.0**2))[..., None]  # (H, W, 1)
     return Image.fromarray((pixels * (1 - blob) + blob * np.array([230, 30, 30])).astype(np.uint8))
+
+
+def write_video(
+    path: Path,
+    frames: Sequence[Image.Image],
+    rate: int = 24,
+    codec: str = "libx264",
+    container: str | None = None,
+    options: dict[str, str] | None = None,
+    rotation: int = 0,
+) -> Path:
+    """Encode RGB pictures (all one size) as a video with PyAV: H.264 in the container ``path``'s suffix names by
+    default; ``options`` are the container's (``{"movflags": "+faststart"}``: MP4 index first), ``rotation`` the
+    display rotation (degrees counter-clockwise) stored in the stream."""
+    with av.open(str(path), "w", format=container, options=options or {}) as output:
+        stream = output.add_stream(codec, rate=Fraction(rate))
+        stream.width, stream.height = frames[0].size if frames else (160, 120)
+        stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if not frames:
+            output.start_encoding()
+        for frame in frames:
+            output.mux(stream.encode(av.VideoFrame.from_image(frame.convert("RGB"))))
+        output.mux(stream.encode(None))
+    return path
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], Fraction]:
+    """Every frame of a video as a (H, W, 3) uint8 array, and its frame rate."""
+    with av.open(str(path)) as video:
+        stream = video.streams.video[0]
+        return [frame.to_ndarray(format="rgb24") for frame in video.decode(stream)], Fraction(stream.average_rate)

@@ -1,5 +1,5 @@
-"""`cnnmrf predict`: find the people in photos and their joints; `--box`, the per-image loop and what it prints (the
-inputs and output names: :mod:`cnnmrf.cli.predict_files`)."""
+"""`cnnmrf predict`: find the people in photos and videos and their joints; `--box`, the per-file loop and what it
+prints (the inputs and output names: :mod:`cnnmrf.cli.predict_files`; videos: :mod:`cnnmrf.cli.predict_video`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,21 @@ from cnnmrf.cli.options import (
     SearchOpt,
     SearchPrecisionOpt,
 )
-from cnnmrf.cli.predict_files import expand_inputs, output_stems, predict_to_files
+from cnnmrf.cli.predict_files import expand_inputs, is_video, output_stems, predict_to_files
+from cnnmrf.cli.predict_video import (
+    DETECT_EVERY,
+    SMOOTH_BETA,
+    SMOOTH_CUTOFF,
+    DetectEveryOpt,
+    EndOpt,
+    EveryOpt,
+    SmoothBetaOpt,
+    SmoothCutoffOpt,
+    SmoothOpt,
+    StartOpt,
+    predict_video_file,
+    video_options,
+)
 from cnnmrf.devices import Device, Precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.files import output_folder
@@ -61,7 +75,10 @@ def parse_box(text: str) -> np.ndarray:
 
 def predict(
     images: Annotated[
-        list[str], typer.Argument(help="Image files, folders (their images) or glob patterns.", show_default=False)
+        list[str],
+        typer.Argument(
+            help="Image or video files, folders (their images and videos) or glob patterns.", show_default=False
+        ),
     ],
     checkpoint: CheckpointOpt = None,
     out: Annotated[
@@ -69,14 +86,15 @@ def predict(
         typer.Option(
             "--out",
             "-o",
-            help="Folder for <name>.json and <name>_pose.png (a new run replaces the ones predict wrote before).",
+            help="Folder for <name>.json and <name>_pose.png, or a video's <name>.jsonl and <name>_pose.mp4 (a new "
+            "run replaces the ones predict wrote before).",
         ),
     ] = Path("predictions"),
     box: Annotated[
         str | None,
         typer.Option(
-            help="One person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), for every image; "
-            "default: search for people."
+            help="One person's torso box x1,y1,x2,y2 in pixels (shoulders to hips), for every image (a video: in its "
+            "first frame, then followed); default: search for people."
         ),
     ] = None,
     min_score: Annotated[
@@ -104,6 +122,13 @@ def predict(
     precision: SearchPrecisionOpt = Precision.auto,
     search: SearchOpt = SearchMethod.scan,
     person_checkpoint: PersonCheckpointOpt = None,
+    every: EveryOpt = 1,
+    start: StartOpt = 0.0,
+    end: EndOpt = None,
+    smooth: SmoothOpt = True,
+    smooth_cutoff: SmoothCutoffOpt = SMOOTH_CUTOFF,
+    smooth_beta: SmoothBetaOpt = SMOOTH_BETA,
+    detect_every: DetectEveryOpt = DETECT_EVERY,
     force: Annotated[
         bool,
         typer.Option(
@@ -112,17 +137,20 @@ def predict(
         ),
     ] = False,
 ) -> None:
-    """Find the people in each image and their 10 upper-body joints; write JSON and the drawn skeletons.
+    """Find the people in each image or video frame and their 10 upper-body joints; write JSON and the drawn skeletons.
 
-    Each image gives OUT/<name>.json (docs/prediction-format.md) and OUT/<name>_pose.png; running the command again
-    replaces them, but never a file predict did not write (without --force). Images with the same name get <name>-2,
-    <name>-3... An image with nobody in it is an answer ("people": []), not a failure. Exits 1 if any image failed
-    (each failure is one error line; the other images are still processed).
+    Each image gives OUT/<name>.json (docs/prediction-format.md) and OUT/<name>_pose.png; each video (mp4, mov, mkv,
+    avi, webm...: told by content) OUT/<name>.jsonl, one document per predicted frame with each person's track id, and
+    OUT/<name>_pose.mp4 (H.264). Running the command again replaces them, but never a file predict did not write
+    (without --force). Inputs with the same name get <name>-2, <name>-3... A photo or frame with nobody in it is an
+    answer ("people": []), not a failure. Exits 1 if any file failed (each failure is one error line; the other files
+    are still processed).
     """
     from cnnmrf.inference.photos import PosePredictor  # torch: loaded when the command runs
     from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
     torso_box = parse_box(box) if box is not None else None
+    options = video_options(start, end, every, smooth, smooth_cutoff, smooth_beta, detect_every)
     if person_checkpoint is not None and search is not SearchMethod.detector:
         raise CnnmrfError("--person-checkpoint is for --search detector (the scan uses no person detector)")
     person = None
@@ -154,17 +182,22 @@ def predict(
     paths, problems = expand_inputs(images, skip_dir=out)
     for problem in problems:
         fail(problem)
+    videos = {path for path in paths if is_video(path)}
     failed, done, people = len(problems), 0, 0
     many = len(paths) > 1 and not json_lines
+    bar = many and not videos  # a video shows a bar of its own frames
     # The folder is checked before any work, and held: two runs never mix their outputs; a failed run that created it
     # removes it again if it stayed empty (hence the exit inside the block).
     with output_folder(out, "predict"):
-        stems = output_stems(paths, out)  # looks at what the folder holds: while it is held
+        stems = output_stems(paths, out, videos)  # looks at what the folder holds: while it is held
         with progress_bar("predict", transient=True, show_rate=True) as on_progress:
             for count, (path, stem) in enumerate(zip(paths, stems)):
                 check_interrupted()
                 try:
-                    prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
+                    if path in videos:
+                        predict_video_file(predictor, path, torso_box, out, stem, force, options, json_lines)
+                    else:
+                        prediction, files = predict_to_files(predictor, path, torso_box, out, stem, force)
                 except CnnmrfError as err:
                     fail(f"{path}: {err}")
                     failed += 1
@@ -176,9 +209,11 @@ def predict(
                     failed += 1
                     continue
                 finally:
-                    if many:
+                    if bar:
                         on_progress(count + 1, len(paths))
                 done += 1
+                if path in videos:
+                    continue
                 people += len(prediction.people)
                 if json_lines:
                     console.print(json.dumps(prediction.to_dict()), soft_wrap=True, markup=False, emoji=False)
@@ -190,9 +225,11 @@ def predict(
         if not json_lines:
             # a run that wrote nothing leaves no folder it created behind (see above)
             where = f"outputs in {plain(out)}" if done else "nothing written"
+            found = f"{people} {'person' if people == 1 else 'people'} found in {done}"
+            kind, found = (f"file(s) ({len(videos)} video(s))", f"{done} predicted") if videos else ("image(s)", found)
             console.print(
-                f"{done + failed} image(s): {people} {'person' if people == 1 else 'people'} found in {done}, "
-                f"{failed} failed; {where} (precision {predictor.precision}, search {predictor.search_name})",
+                f"{done + failed} {kind}: {found}, {failed} failed; {where} (precision {predictor.precision}, "
+                f"search {predictor.search_name})",
                 soft_wrap=True,
             )
         if failed:
