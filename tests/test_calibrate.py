@@ -124,7 +124,7 @@ def test_calibrate_refuses_data_where_the_search_finds_nobody(
     """The untrained tiny model finds none of the annotated stick figures: no person score can be fitted."""
     out = tmp_path / "calibrated.pt"
     args = ["calibrate", tiny_h5, "-c", checkpoint, "--out", out, "--max-frames", "2", "--clutter", "2"]
-    result = invoke(*args, "--flic", tiny_flic, "--val-fraction", "0.5")
+    result = invoke(*args, "--flic", tiny_flic, "--val-fraction", "0.5", "--search", "scan")
     assert_one_line_error(result, "0 annotated people", "too few")
     assert not out.exists()
 
@@ -146,7 +146,20 @@ def test_calibrate_writes_a_checkpoint_whose_calibration_predict_uses(
     tiny_h5: Path, tiny_flic: Path, tiny_flic_zip: Path, checkpoint: Path, tmp_path: Path, half_people: None
 ) -> None:
     out = tmp_path / "calibrated.pt"
-    args = ["calibrate", tiny_h5, "-c", checkpoint, "--out", out, "--max-frames", "2", "--clutter", "2"]
+    args = [
+        "calibrate",
+        tiny_h5,
+        "-c",
+        checkpoint,
+        "--out",
+        out,
+        "--max-frames",
+        "2",
+        "--clutter",
+        "2",
+        "--search",
+        "scan",
+    ]
     result = invoke(*args, "--flic", tiny_flic, "--val-fraction", "0.5")
     assert result.exit_code == 0, result.output
     assert "fitted on 2 validation frames" in text(result) and f"wrote {out}" in text(result)
@@ -199,7 +212,7 @@ def test_calibrate_fits_the_person_score_on_the_person_detectors_candidates(
     assert len(searched) == 2 and all(isinstance(s, PersonDetectorSearch) for s in searched)
     assert searched[0].face_geometry is not None
     assert_one_line_error(
-        invoke(*args, "-o", tmp_path / "b.pt", "--person-checkpoint", tmp_path / "person.pt"),
+        invoke(*args, "-o", tmp_path / "b.pt", "--search", "scan", "--person-checkpoint", tmp_path / "person.pt"),
         "--person-checkpoint is for --search detector",
     )
 

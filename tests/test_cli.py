@@ -183,7 +183,7 @@ def test_the_installed_console_script_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((out / "astronaut.json").read_text()) == doc
     assert "1 image(s): 1 person found in 1, 0 failed; outputs in" in " ".join(done.stdout.split())
-    assert "(precision fp32, search scan)" in done.stdout
+    assert "(precision fp32, search detector)" in done.stdout
     # an expected failure: one error line on stderr, exit status 1, no traceback
     missing = [*script, str(astronaut), str(out / "missing.png"), "--out", str(out)]
     done = subprocess.run(missing, capture_output=True, text=True, env=env, timeout=300)

@@ -141,7 +141,7 @@ def test_predict_search_finds_the_person_where_the_photo_shows_it(finder: Path, 
     """With a detector that sees a torso in red, the searched box follows the red blob around the photo."""
     for cx, cy in ((60.0, 50.0), (110.0, 80.0)):
         red_blob_photo(cx, cy).save(tmp_path / f"blob{cx:.0f}.png")
-    result = invoke("predict", tmp_path, "-c", finder, "--out", tmp_path / "out", "--json")
+    result = invoke("predict", tmp_path, "-c", finder, "--search", "scan", "--out", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
     docs = [json.loads(line) for line in result.stdout.strip().splitlines()]
     for doc, (cx, cy) in zip(docs, ((110.0, 80.0), (60.0, 50.0)), strict=True):  # blob110.png sorts first
@@ -157,7 +157,8 @@ def test_predict_json_lines_equal_the_written_files(person: Image.Image, checkpo
     person.save(tmp_path / "a.jpg")
     person.convert("L").save(tmp_path / "grey.png")
     person.convert("RGBA").save(tmp_path / "rgba.png")
-    result = invoke("predict", tmp_path, "-c", checkpoint, "--json", "--out", tmp_path / "out", "--flip-test")
+    args = ("--json", "--out", tmp_path / "out", "--flip-test", "--search", "scan")
+    result = invoke("predict", tmp_path, "-c", checkpoint, *args)
     assert result.exit_code == 0, result.output
     docs = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [Path(d["file"]).name for d in docs] == ["a.jpg", "grey.png", "rgba.png"]
@@ -253,7 +254,8 @@ def test_predict_min_score_and_max_people_pick_the_likeliest_people(
     person.save(tmp_path / "a.png")
 
     def people(*options: str) -> list[dict]:
-        result = invoke("predict", tmp_path / "a.png", "-c", calibrated, "--json", "-o", tmp_path / "out", *options)
+        args = ("--json", "-o", tmp_path / "out", "--search", "scan", *options)
+        result = invoke("predict", tmp_path / "a.png", "-c", calibrated, *args)
         assert result.exit_code == 0 and result.stderr == "", result.output
         doc = json.loads(result.stdout)
         assert doc == read_outputs(tmp_path / "out", "a", (160, 120))

@@ -52,7 +52,7 @@ def test_images_of_absurd_shapes_are_refused_from_the_header_one_line_each(
     assert "tall.png: image is 60x2000: sides more than 20 to 1" in lines[1]
     assert "wide.png: image is 100000x3: a side shorter than 16 pixels" in lines[2]
     summary = f"4 image(s): 1 person found in 1, 3 failed; outputs in {tmp_path / 'out'}"
-    assert f"{summary} (precision fp32, search scan)" in text(result)  # predict's auto: fp32 on every machine
+    assert f"{summary} (precision fp32, search detector)" in text(result)  # predict's auto: fp32 on every machine
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "a_pose.png"]
     assert decode_image(encoded(Image.new("RGB", (320, 16)), "PNG"))[0].size == (320, 16)  # 20:1, 16 px: allowed
 

@@ -68,7 +68,9 @@ def test_a_video_gives_one_document_and_one_drawn_frame_per_frame(clip: Path, ch
     for doc in docs:
         assert list(doc) == KEYS and doc["file"] == str(clip) and doc["image_size"] == [160, 120]
         [person] = doc["people"]  # uncalibrated: the best candidate of a search, then that person tracked
-        assert list(person) == PERSON_KEYS and person["track"] == 0 and person["source"] in ("scan", "face", "track")
+        assert (
+            list(person) == PERSON_KEYS and person["track"] == 0 and person["source"] in ("detector", "face", "track")
+        )
         joints = np.array(list(person["joints"].values()))
         assert list(person["joints"]) == list(JOINT_NAMES) and (joints >= 0).all() and (joints <= [159, 119]).all()
     drawn, rate = read_video(out / "clip_pose.mp4")

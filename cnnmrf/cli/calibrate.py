@@ -10,13 +10,13 @@ import typer
 from cnnmrf.bundled import default_checkpoint
 from cnnmrf.cli.console import console, plain, progress_bar
 from cnnmrf.cli.options import (
+    DEFAULT_SEARCH,
     CheckpointOpt,
     DataPath,
     DeviceOpt,
     HeldOutFraction,
     HeldOutSeed,
     PersonCheckpointOpt,
-    SearchMethod,
     SearchOpt,
     SearchPrecisionOpt,
     check_fraction,
@@ -69,7 +69,7 @@ def calibrate(
     ] = 0.05,
     device: DeviceOpt = Device.auto,
     precision: SearchPrecisionOpt = Precision.auto,
-    search: SearchOpt = SearchMethod.scan,
+    search: SearchOpt = DEFAULT_SEARCH,
     person_checkpoint: PersonCheckpointOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite --out; allow other held-out rows than the checkpoint's.")

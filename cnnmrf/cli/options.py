@@ -45,13 +45,15 @@ class SearchMethod(str, Enum):
     detector = "detector"  # the learned person detector's one pass, and faces (PersonDetectorSearch)
 
 
+# The bundled weights' person score is calibrated on the person detector's candidates (`calibrate --search detector`)
+DEFAULT_SEARCH = SearchMethod.detector
 SearchOpt = Annotated[
     SearchMethod,
     typer.Option(
         "--search",
-        help="How people are proposed. scan: the pose model's part detector scanned at six scales, and faces. "
-        "detector: the person detector (`cnnmrf train-person`; default: the bundled one) in one pass, and faces; "
-        "faster, but the person scores were calibrated on the scan's proposals.",
+        help="How people are proposed. detector: the person detector (`cnnmrf train-person`; default: the bundled "
+        "one) in one pass, and faces. scan: the pose model's part detector scanned at six scales, and faces (slower; "
+        "calibrate with the search you predict with).",
     ),
 ]
 PersonCheckpointOpt = Annotated[

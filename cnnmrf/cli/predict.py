@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint, default_person_checkpoint
+from cnnmrf.bundled import BUNDLED_MIN_SCORE, default_checkpoint
 from cnnmrf.cli.console import console, debug_mode, err_console, fail, plain, progress_bar
 from cnnmrf.cli.options import (
+    DEFAULT_SEARCH,
     CheckpointOpt,
     DeviceOpt,
     PersonCheckpointOpt,
-    SearchMethod,
     SearchOpt,
     SearchPrecisionOpt,
+    person_detector_for,
 )
 from cnnmrf.cli.predict_files import expand_inputs, is_video, output_stems, predict_to_files
 from cnnmrf.cli.predict_video import (
@@ -120,7 +121,7 @@ def predict(
     flip_test: Annotated[bool, typer.Option("--flip-test", help="Average with the mirrored crop.")] = False,
     device: DeviceOpt = Device.auto,
     precision: SearchPrecisionOpt = Precision.auto,
-    search: SearchOpt = SearchMethod.scan,
+    search: SearchOpt = DEFAULT_SEARCH,
     person_checkpoint: PersonCheckpointOpt = None,
     every: EveryOpt = 1,
     start: StartOpt = 0.0,
@@ -147,16 +148,10 @@ def predict(
     are still processed).
     """
     from cnnmrf.inference.photos import PosePredictor  # torch: loaded when the command runs
-    from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
     torso_box = parse_box(box) if box is not None else None
     options = video_options(start, end, every, smooth, smooth_cutoff, smooth_beta, detect_every)
-    if person_checkpoint is not None and search is not SearchMethod.detector:
-        raise CnnmrfError("--person-checkpoint is for --search detector (the scan uses no person detector)")
-    person = None
-    if search is SearchMethod.detector:
-        person_checkpoint = person_checkpoint or default_person_checkpoint()
-        person = person_detector_from(load_person_checkpoint(person_checkpoint), str(person_checkpoint))
+    person = person_detector_for(search, person_checkpoint)
     checkpoint = checkpoint or default_checkpoint()
     predictor = PosePredictor.from_checkpoint(
         checkpoint,
