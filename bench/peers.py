@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=40, help="FLIC frames (seed 0)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command on n and on 4 frames")
     parser.add_argument("--threads", type=int, default=0, help="cores for each tool's process (0: all)")
-    parser.add_argument("--search", choices=("scan", "detector"), default="scan", help="predict's --search")
+    parser.add_argument("--search", choices=("scan", "detector"), default="detector", help="predict's --search")
     parser.add_argument("--predict-args", default="", help="more `cnnmrf predict` options, one shell-quoted string")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="python of MediaPipe's environment")
     parser.add_argument("--complexity", type=int, default=1, help="MediaPipe Pose model_complexity")

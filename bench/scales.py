@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--flic", type=Path, default=FLIC, help="the FLIC folder or zip")
     parser.add_argument("--split", choices=("val", "test"), default="val", help="tune on val; test for the report")
     parser.add_argument("--checkpoint", type=Path, default=None, help="a calibrated checkpoint (default: bundled)")
-    parser.add_argument("--search", choices=("scan", "detector"), default="scan", help="predict's --search")
+    parser.add_argument("--search", choices=("scan", "detector"), default="detector", help="predict's --search")
     parser.add_argument("--person-checkpoint", type=Path, default=None, help="for --search detector; default: bundled")
     parser.add_argument("--min-score", type=float, default=None, help="default: the checkpoint's, as predict")
     parser.add_argument("-n", type=int, default=72, help="FLIC frames (seed 0; 72: whole 2x2 and 3x3 canvases)")
