@@ -256,13 +256,13 @@ class PosePredictor:
         files = list(files) if files is not None else [""] * len(images)
         sizes = [original_size(image, factor) for image, factor in images]
         found = self.candidates(images, boxes)
-        people = self._people(found, [box is not None for box in boxes], sizes)
+        people = self.people(found, [box is not None for box in boxes], sizes)
         return [
             ImagePrediction(file, size, people[i], self.precision, self.search_name)
             for i, (file, size) in enumerate(zip(files, sizes))
         ]
 
-    def _people(self, found: Candidates, given: Sequence[bool], sizes: list[tuple[int, int]]) -> list[list[Person]]:
+    def people(self, found: Candidates, given: Sequence[bool], sizes: list[tuple[int, int]]) -> list[list[Person]]:
         """Score the candidates, then :func:`select_people` per photo: a searched photo's threshold is
         :attr:`threshold` (uncalibrated: only the best candidate), a given box's one person is never dropped."""
         if not found.proposals:

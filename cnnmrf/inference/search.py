@@ -33,7 +33,9 @@ from cnnmrf.models.detector import PartDetector
 
 TORSO = JOINT_NAMES.index("torso")
 BOX_ASPECT = 2.0 / 3.0  # FLIC torso boxes: width / height
-Source = Literal["scan", "face", "detector", "given"]  # where a torso box came from
+Source = Literal[
+    "scan", "face", "detector", "given", "track"
+]  # where a torso box came from (track: a video's last joints)
 
 
 @dataclass(frozen=True)

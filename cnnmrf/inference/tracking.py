@@ -160,7 +160,7 @@ class PoseTracker:
             return None
         photo, count = Photo(image), len(boxes)
         sets = self.predictor.top_down.predict_boxes([photo] * count, boxes)
-        proposals = [Proposal(box, 0.0, "track") for box in boxes]  # type: ignore[arg-type]
+        proposals = [Proposal(box, 0.0, "track") for box in boxes]
         return Candidates(np.arange(count), proposals, np.stack(boxes), sets, [photo.faces] * count)
 
     def _follow(self, image: Image.Image, given: bool = False) -> tuple[list[Person] | None, Candidates | None]:
@@ -174,7 +174,7 @@ class PoseTracker:
         if found is None:
             return None, None
         count = len(found.proposals)
-        people = self.predictor._people(found, [given] * count, [image.size] * count)
+        people = self.predictor.people(found, [given] * count, [image.size] * count)
         if any(not mine for mine in people):
             return None, found
         flat = [mine[0] for mine in people]
@@ -197,7 +197,7 @@ class PoseTracker:
         check_box(self.box, image.size)
         photo = Photo(image)
         found = self.predictor.top_down.candidates([photo], [[Proposal(self.box, 0.0, "given")]])
-        people = self.predictor._people(found, [True], [image.size])[0]
+        people = self.predictor.people(found, [True], [image.size])[0]
         track = self.tracks[0].id if self.tracks else self._new_id()
         self.tracks = [Track(track, person.box, person.joints) for person in people]
         return people
@@ -213,7 +213,7 @@ class PoseTracker:
         tracked = tracked if tracked is not None or not self.tracks else self._tracked(image)
         if tracked is not None:
             found = joined(found, tracked, photo.faces)
-        people = self.predictor._people(found, [False], [size])[0]
+        people = self.predictor.people(found, [False], [size])[0]
         ids: list[int | None] = [None] * len(people)
         if people and predicted:
             distance = box_distances(np.stack([p.box for p in people]), np.stack(predicted))  # (P, T)
