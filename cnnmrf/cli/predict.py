@@ -52,6 +52,7 @@ SOURCE_LABELS = {
     "scan": "found by the scan",
     "face": "found from a face",
     "detector": "found by the person detector",
+    "track": "followed from the previous frame",
 }
 
 
