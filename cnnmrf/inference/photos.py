@@ -22,7 +22,7 @@ from cnnmrf.devices import Precision, resolve_device, resolve_precision
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.inference.calibration import Calibration
 from cnnmrf.inference.config import InferenceConfig
-from cnnmrf.inference.crops import DETECTOR, SPATIAL, final_joints
+from cnnmrf.inference.crops import DETECTOR, SPATIAL
 from cnnmrf.inference.faces import FaceGeometry, detect_faces
 from cnnmrf.inference.outputs import ImagePrediction, Person
 from cnnmrf.inference.people import Scorer, select_people
@@ -34,7 +34,7 @@ from cnnmrf.inference.proposals import (
     ProposalSource,
     original_size,
 )
-from cnnmrf.inference.search import Proposal, SearchConfig, box_from_joints
+from cnnmrf.inference.search import Proposal, SearchConfig
 from cnnmrf.inference.topdown import Candidates, TopDown
 from cnnmrf.models.checkpoint import load_checkpoint, model_from_checkpoint, preprocess_from_checkpoint
 from cnnmrf.models.person import PersonDetector
@@ -274,21 +274,13 @@ class PosePredictor:
         rank = score if score is not None else reported.scores.mean(axis=-1)  # (N,) uncalibrated: mean peak
         thresholds = [None if score is None or g else self.threshold for g in given]
         kept = select_people(found.boxes, rank, found.owner, thresholds, self.search, self.max_people)
-        unfitted = self.top_down.exact - {"given"}  # sources predicted in their own box: report the box re-fitted
-        final = final_joints(found.sets).joints  # (N, K, 2)
         people = []
         for mine, size in zip(kept, sizes, strict=True):
             limit = np.maximum(np.asarray(size, dtype=np.float64) - 1, 0)  # (2,)
-            boxes = {
-                c: box_from_joints(final[c], found.boxes[c], size)
-                if found.proposals[c].source in unfitted
-                else found.boxes[c]
-                for c in mine
-            }
             people.append(
                 [
                     Person(
-                        clip_box(boxes[c], size),
+                        clip_box(found.boxes[c], size),
                         found.proposals[c].source,
                         np.clip(reported.joints[c], 0, limit),
                         reported.scores[c],
