@@ -158,10 +158,8 @@ class PoseTracker:
         boxes = self._predicted_boxes(image.size)
         if not boxes or any(box_problem(box, image.size) for box in boxes):
             return None
-        photo, count = Photo(image), len(boxes)
-        sets = self.predictor.top_down.predict_boxes([photo] * count, boxes)
-        proposals = [Proposal(box, 0.0, "track") for box in boxes]
-        return Candidates(np.arange(count), proposals, np.stack(boxes), sets, [photo.faces] * count)
+        runner = replace(self.predictor.top_down, exact=frozenset({"track"}))  # predicted in their boxes, no re-fit
+        return runner.candidates([Photo(image)] * len(boxes), [[Proposal(box, 0.0, "track")] for box in boxes])
 
     def _follow(self, image: Image.Image, given: bool = False) -> tuple[list[Person] | None, Candidates | None]:
         """Each track in its box from its last joints, scored alone against the threshold (``given``: never dropped).
