@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import binary_dilation
 
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.person_frames import (
@@ -120,6 +122,27 @@ def test_dataset_items_hold_the_frames_people_as_decodable_targets(tiny_flic: Pa
     assert torch.equal(data[1]["image"], data[1]["image"])  # the same draw again
     data.set_epoch(1)
     assert not torch.equal(data[0]["image"], item["image"]) or data[0]["heat"].sum() != item["heat"].sum()
+
+
+def test_dataset_backgrounds_fill_only_around_the_frame(tiny_flic: Path) -> None:
+    source = FlicSource(tiny_flic)
+    train, _ = train_val_frames(source, 0.0, 0)
+    plain = PersonAugment(input_size=64, whole_frame=1.0, tile=0.0, flip=0.0, color=0.0, background=0.0)
+    black = PersonFrameDataset(source, train, 4, plain, seed=3)[0]["image"].numpy()  # (3, 64, 64)
+    frame = black.any(axis=0)  # (64, 64) where the frame lies (FLIC frames are not pure black)
+    assert 0 < frame.mean() < 1
+    negative = np.full((30, 40, 3), 100, np.uint8)
+    seen = set()
+    for seed in range(6):
+        filled = replace(plain, background=1.0)
+        image = PersonFrameDataset(source, train, 4, filled, [negative], seed=seed)[0]["image"].numpy()
+        reference = PersonFrameDataset(source, train, 4, plain, seed=seed)[0]["image"].numpy()
+        inner = reference.any(axis=0) & ~binary_dilation(~reference.any(axis=0), iterations=2)  # off the edges
+        np.testing.assert_array_equal(image[:, inner], reference[:, inner])  # the frame is drawn over it
+        around = image[:, ~binary_dilation(reference.any(axis=0), iterations=2)]  # (3, N) the background
+        assert (around == around[:, :1]).all() and around.any()  # one flat colour or the flat person-free photo
+        seen.add("photo" if (around == 100).all() else "colour")
+    assert seen == {"photo", "colour"}
 
 
 # ---- model ---------------------------------------------------------------------------------------------------------

@@ -42,6 +42,14 @@ Tile = Annotated[
         help="Share of training images that are 2x2 or 3x3 grids of whole frames (small people).", min=0, max=1
     ),
 ]
+Background = Annotated[
+    float,
+    typer.Option(
+        help="Share of training images with a flat colour or a person-free photo around the frames, not black.",
+        min=0,
+        max=1,
+    ),
+]
 FarWeight = Annotated[
     float,
     typer.Option(
@@ -79,6 +87,7 @@ def train_person(
     input_size: InputSize = _D.input_size,
     val_long_side: ValLongSide = _D.val_long_side,
     tile: Tile = _D.tile,
+    background: Background = _D.background,
     far_weight: FarWeight = _D.far_weight,
     negative_share: NegativeShare = _D.negative_share,
     seed: Seed = _D.seed,
@@ -101,6 +110,7 @@ def train_person(
         "input_size": input_size,
         "val_long_side": val_long_side,
         "tile": tile,
+        "background": background,
         "far_weight": far_weight,
         "negative_share": negative_share,
         "seed": seed,

@@ -126,6 +126,7 @@ def _train(
         min_torso=config.min_torso,
         max_torso=config.max_torso,
         tile=config.tile,
+        background=config.background,
         far_weight=config.far_weight,
     )
     num_negatives = round(config.negative_share / (1 - config.negative_share) * len(train_frames))

@@ -42,6 +42,7 @@ class PersonTrainConfig:
     min_torso: float = 6.0  # torso heights drawn from min_torso to max_torso input pixels (log-uniform) ...
     max_torso: float = 320.0  # ... small people to portraits; see cnnmrf.data.person_frames.PersonAugment
     tile: float = 0.2  # share of training images that are 2 x 2 or 3 x 3 grids of whole frames
+    background: float = 0.5  # share of training images with a flat colour or person-free photo around the frames
     far_weight: float = 0.1  # weight of negatives in FLIC frames over a torso height from every annotated person
     negative_share: float = 0.1  # share of each epoch's images that are person-free photos
     negatives: int = 200  # how many person-free photos (synthetic clutter) to draw them from
@@ -62,6 +63,8 @@ class PersonTrainConfig:
             raise CnnmrfError(f"--negative-share must be at least 0 and below 1, not {self.negative_share}")
         if not 0.0 <= self.tile <= 1.0 or not 1.0 <= self.min_torso <= self.max_torso:
             raise CnnmrfError(f"tile must be from 0 to 1 ({self.tile}), and 1 <= min_torso <= max_torso")
+        if not 0.0 <= self.background <= 1.0:
+            raise CnnmrfError(f"--background must be from 0 to 1, not {self.background}")
         if not 0.0 <= self.far_weight <= 1.0:
             raise CnnmrfError(f"--far-weight must be from 0 to 1, not {self.far_weight}")
         if self.input_size < 32 or self.input_size % 32 or self.val_long_side < 32:
