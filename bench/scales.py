@@ -31,6 +31,7 @@ from PIL import Image
 from cnnmrf.bundled import default_checkpoint, default_person_checkpoint
 from cnnmrf.data.dataset import holdout_rows
 from cnnmrf.data.flic import FlicSource, observer_centric
+from cnnmrf.data.person_frames import one_box_per_person
 from cnnmrf.evaluation.frames import Frame, matches_person, read_frame
 from cnnmrf.evaluation.holdout import resolve_holdout
 from cnnmrf.evaluation.layouts import Layout, padded, tiled
@@ -73,16 +74,16 @@ def flic_frames(flic: FlicSource, split: str, checkpoint: Path, n: int, seed: in
         mine = [e for e in examples if e.file == file]
         joints = np.stack([e.joints for e in mine])
         joints = observer_centric(joints) if observer else joints
-        frames.append(Frame(file, np.stack([e.torsobox for e in mine]), joints))
+        frames.append(Frame(file, *one_box_per_person(np.stack([e.torsobox for e in mine]), joints)))
     return frames
 
 
 def assign(boxes: np.ndarray, joints: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Match one photo's reported people to its annotated ones as bench/proposals.py counts them: an annotated person
     is found if a reported torso box matches theirs (:func:`matches_person`), and takes the joints of the closest
-    (by box centre) such reported person. One reported person may serve several annotated ones: FLIC annotates some
-    people twice (88 of its 4554 frames hold two annotations whose torso boxes match each other, with nearly the same
-    joints).
+    (by box centre) such reported person. One reported person may serve several annotated ones (people close
+    together). FLIC's people annotated twice are one person here (:func:`one_box_per_person`, as ``flic_frames``
+    reads them).
 
     Shapes: boxes (N, 4), joints (N, K, 2), truth (P, 4) torso boxes.
 

@@ -19,6 +19,7 @@ from cnnmrf.data.person_frames import (
     PersonFrameDataset,
     centre_targets,
     negative_weights,
+    one_box_per_person,
     train_val_frames,
     whole_frame_input,
 )
@@ -81,6 +82,19 @@ def test_negative_weights_are_full_near_people_and_in_padding_low_elsewhere() ->
     assert weight[1, 0] == 1.0  # cell centre (1.5, 5.5): 2.55 from the centre
     assert weight[5, 4] == pytest.approx(0.1)  # far, in the frame
     assert (weight[:, 6:] == 1.0).all()
+
+
+def test_one_box_per_person_merges_an_annotation_pair_with_the_same_joints() -> None:
+    joints = np.array([[[0.0, 0.0], [10.0, 10.0]], [[0.5, 0.0], [10.0, 10.5]], [[300.0, 0.0], [310.0, 10.0]]])
+    # The first person again, 1.5x as tall, centred 5 px lower; the third 300 px away.
+    boxes = np.array([[0.0, 0.0, 40.0, 60.0], [-10.0, -10.0, 50.0, 80.0], [0.0, 0.0, 60.0, 90.0]])
+    merged, kept = one_box_per_person(boxes, joints)
+    height = math.sqrt(60.0 * 90.0)  # the geometric mean
+    np.testing.assert_allclose(merged[0], [20 - height / 3, 32.5 - height / 2, 20 + height / 3, 32.5 + height / 2])
+    np.testing.assert_array_equal(merged[1], boxes[2])  # another person (300 px away) stays as annotated
+    np.testing.assert_array_equal(kept, joints[[0, 2]])
+    alone, _ = one_box_per_person(boxes[:1], joints[:1])
+    np.testing.assert_array_equal(alone, boxes[:1])
 
 
 def test_whole_frame_input_pads_to_a_multiple() -> None:

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from cnnmrf.data.flic import FlicSource
 from cnnmrf.data.format import read_split
 from cnnmrf.data.images import decode_image
+from cnnmrf.data.person_frames import one_box_per_person
 from cnnmrf.errors import CnnmrfError
 
 
@@ -24,14 +25,15 @@ class Frame:
 
 
 def split_frames(data: Path, split: str, rows: np.ndarray) -> list[Frame]:
-    """The distinct frames of ``rows`` of a split, each with all its annotated people in that split."""
+    """The distinct frames of ``rows`` of a split, each with all its annotated people in that split, one box per person
+    (FLIC's twice-annotated people merged: :func:`one_box_per_person`)."""
     table = read_split(data, split, ("file", "torsobox", "joints"))
     files = np.asarray(table["file"]).astype(str)
     wanted = dict.fromkeys(files[np.asarray(rows, dtype=np.int64)])
     frames = []
     for file in wanted:
         mine = np.flatnonzero(files == file)
-        frames.append(Frame(str(file), table["torsobox"][mine].astype(np.float64), table["joints"][mine]))
+        frames.append(Frame(str(file), *one_box_per_person(table["torsobox"][mine], table["joints"][mine])))
     return frames
 
 
