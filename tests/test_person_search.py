@@ -55,7 +55,7 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
 def test_detector_search_proposes_the_detectors_boxes_in_original_pixels(factor: float) -> None:
     model = tiny_person(3.0)
     config = DetectorSearchConfig(max_boxes=5, min_score=0.0, max_crowd=0, proposal_overlap=1.0, max_proposals=5)
-    search = PersonDetectorSearch(model, config=config)
+    search = PersonDetectorSearch(model, config=replace(config, fine_side=0))
     assert isinstance(search, ProposalSource) and search.name == "detector"
     image = noise(160, 96)  # decoded with ``factor``: the original is factor times larger
     proposals = search.propose(Photo(image, factor))
@@ -71,7 +71,7 @@ def test_detector_search_proposes_the_detectors_boxes_in_original_pixels(factor:
 def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first() -> None:
     model = tiny_person(3.0)
     image = noise(128, 96)
-    config = DetectorSearchConfig(min_score=0.0, proposal_overlap=1.0)
+    config = DetectorSearchConfig(min_score=0.0, proposal_overlap=1.0, fine_side=0)
     boxes = PersonDetectorSearch(model, config=config).propose(Photo(image))
     assert len(boxes) == 12 and all(b.score > 0.9 for b in boxes)  # max_crowd: every likely box, up to 12
     few = PersonDetectorSearch(model, config=replace(config, crowd_score=0.999)).propose(Photo(image))
@@ -80,7 +80,9 @@ def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first()
     assert PersonDetectorSearch(model, config=none).propose(Photo(image)) == []
     face = np.array([[50.0, 10.0, 62.0, 22.0]])  # a 12 px face: a torso box 35 px tall below it
     geometry = FaceGeometry()
-    with_faces = PersonDetectorSearch(model, face_geometry=geometry, config=DetectorSearchConfig(min_score=0.0))
+    with_faces = PersonDetectorSearch(
+        model, face_geometry=geometry, config=DetectorSearchConfig(min_score=0.0, faces=True, fine_side=0)
+    )
     found = with_faces.propose(Photo(image, 1.0, face))
     assert found[0].source == "face" and np.allclose(found[0].box, geometry.torso(face)[0])
     assert [p.source for p in found[1:]] == ["detector"] * (len(found) - 1)
@@ -93,6 +95,21 @@ def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first()
     assert (iou[np.triu_indices(len(kept), 1)] <= 0.5).all()  # proposal_overlap: no two kept boxes overlap more
     no_faces = PersonDetectorSearch(model, face_geometry=geometry, config=DetectorSearchConfig(faces=False))
     assert all(p.source == "detector" for p in no_faces.propose(Photo(image, 1.0, face)))
+
+
+def test_detector_search_adds_the_fine_passs_small_sure_boxes() -> None:
+    model = tiny_person(3.0)
+    image = noise(160, 96)
+    coarse = DetectorSearchConfig(max_boxes=1, min_score=0.0, crowd_score=1.0, long_side=160, fine_side=0)
+    assert len(PersonDetectorSearch(model, config=coarse).propose(Photo(image))) == 1
+    fine = detect_people(model, image, coarse.max_crowd, 320)  # (12, 5) the finer pass's best boxes
+    share = float(np.median(fine[:, 3] - fine[:, 1])) / 96  # half of them are shorter than this share of 96 px
+    config = replace(coarse, fine_side=320, fine_height=share, fine_score=0.5, proposal_overlap=1.0, max_proposals=50)
+    found = PersonDetectorSearch(model, config=config).propose(Photo(image))
+    small = fine[(fine[:, 3] - fine[:, 1] < share * 96) & (fine[:, 4] >= 0.5)]
+    assert 0 < len(small) < len(fine)
+    np.testing.assert_allclose(np.stack([p.box for p in found[1:]]), small[:, :4], atol=1e-6)
+    assert all(p.source == "detector" and p.person == p.score for p in found)
 
 
 def test_exported_weights_are_float16_without_optimiser_and_give_the_same_boxes(tmp_path: Path) -> None:
