@@ -10,7 +10,7 @@ BUNDLED_NAME = "flic_small.pt"
 BUNDLED_PERSON_NAME = "flic_person.pt"  # the person detector (`cnnmrf train-person`), for `predict --search detector`
 # The bundled weights' default --min-score (their calibration's ``min_score``), for `cnnmrf predict --help`, which
 # answers without loading torch; a test keeps it equal to the value stored in the checkpoint.
-BUNDLED_MIN_SCORE = 0.1
+BUNDLED_MIN_SCORE = 0.15
 
 
 def _bundled(name: str, what: str, option: str, example: str) -> Path:

@@ -75,7 +75,7 @@ def test_detector_search_drops_weak_and_overlapping_boxes_and_adds_faces_first()
     boxes = PersonDetectorSearch(model, config=config).propose(Photo(image))
     assert len(boxes) == 12 and all(b.score > 0.9 for b in boxes)  # max_crowd: every likely box, up to 12
     few = PersonDetectorSearch(model, config=replace(config, crowd_score=0.999)).propose(Photo(image))
-    assert [b.score for b in few] == [b.score for b in boxes[:4]]  # max_boxes: the best 4 whatever their score
+    assert [b.score for b in few] == [b.score for b in boxes[: config.max_boxes]]  # the best few whatever their score
     none = DetectorSearchConfig(min_score=0.99, crowd_score=0.99)
     assert PersonDetectorSearch(model, config=none).propose(Photo(image)) == []
     face = np.array([[50.0, 10.0, 62.0, 22.0]])  # a 12 px face: a torso box 35 px tall below it

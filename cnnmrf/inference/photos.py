@@ -208,10 +208,12 @@ class PosePredictor:
         return Scorer(self.calibration)
 
     def photo(self, image: Image.Image, decode_factor: float = 1.0) -> Photo:
-        """A decoded photo with its (M, 4) faces in original pixels (proposals, and evidence for the person score;
-        none without a face geometry or with ``search.faces`` off)."""
+        """A decoded photo with its (M, 4) faces in original pixels (proposals, and evidence for the person score):
+        found only where the search proposes faces (``person_config.faces`` with a person detector, else
+        ``search.faces``) and a face geometry is known; else none (28 ms a 720x480 photo saved)."""
         faces = np.zeros((0, 4))
-        if self.search.faces and self.face_geometry is not None:
+        proposes_faces = self.person_config.faces if self.person is not None else self.search.faces
+        if proposes_faces and self.face_geometry is not None:
             faces = detect_faces(image, decode_factor)
         return Photo(image, decode_factor, faces)
 
