@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from cnnmrf.errors import CnnmrfError
 from cnnmrf.joints import ARM_PAIRS, FLIC_COLUMNS, TORSO_PARTS
@@ -111,6 +110,8 @@ class FlicSource:
     def examples(self) -> list[FlicExample]:
         """All annotated examples, in examples.mat order."""
         try:
+            import scipy.io  # here: 0.1 s to import, and predict never reads examples.mat
+
             mat = scipy.io.loadmat(io.BytesIO(self.read_bytes("examples.mat")), squeeze_me=True, struct_as_record=False)
             records = np.atleast_1d(mat["examples"])
         except Exception as err:  # scipy raises many types on malformed files

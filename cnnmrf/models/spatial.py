@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 from torch import Tensor, nn
 
 from cnnmrf.joints import NUM_JOINTS
@@ -105,6 +104,10 @@ def displacement_histograms(
     np.add.at(hist, (i_idx, j_idx, height - 1 + dy[n_idx, i_idx, j_idx], width - 1 + dx[n_idx, i_idx, j_idx]), 1.0)
 
     if sigma > 0:
+        from scipy.ndimage import (
+            gaussian_filter,
+        )  # here: scipy.ndimage takes 0.2 s to import, and predict never needs it
+
         hist = gaussian_filter(hist, sigma=(0, 0, sigma, sigma), mode="constant")
     totals = hist.sum(axis=(2, 3), keepdims=True)  # (K, K, 1, 1)
     hist = np.divide(hist, totals, out=np.zeros_like(hist), where=totals > 0)
