@@ -5,8 +5,9 @@ on bench/scales.py's shrunk and tiled layouts, at one or more input sizes."""
 #   python bench/person_recall.py [--person-checkpoint P] [--sides 320,480] [-n 72] [--threads 1]
 # Whole frames: recall@1/@3/@5 over the 395 frames holding the training split's held-out people (as train-person
 # validates: cnnmrf.training.person.validate_person). Layouts: the share of annotated people whose torso box a box of
-# the detector matches (cnnmrf.evaluation.frames.matches_person), among its 4 best boxes, and among those plus every
-# other box of probability >= 0.3 (up to 12: what predict proposes, DetectorSearchConfig); validation frames only.
+# the detector matches (cnnmrf.evaluation.frames.matches_person), among its best boxes (DetectorSearchConfig.max_boxes,
+# 3), and among those plus every other box of probability >= 0.3 (up to 12: what the first pass proposes in predict);
+# validation frames only.
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def main() -> None:
                 proposed.append(matches_person(boxes[likely, :4], layout.boxes).any(axis=0))
                 count += 1
             row[name] = {
-                "best_4": round(100 * float(np.concatenate(best).mean()), 1),
+                f"best_{search.max_boxes}": round(100 * float(np.concatenate(best).mean()), 1),
                 "proposed": round(100 * float(np.concatenate(proposed).mean()), 1),
             }
         row["ms_per_canvas"] = round(1000 * (time.perf_counter() - start) / max(count, 1), 1)
