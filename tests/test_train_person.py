@@ -57,6 +57,10 @@ def test_resume_continues_the_run_and_refuses_other_options(person_run: Path, ti
     done = invoke("train-person", tiny_flic, "--out", out, "--resume", "--epochs", "2")
     assert done.exit_code == 0, done.output
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    best = load_person_checkpoint(out / "best.pt")  # the summary names best.pt's epoch and recall, not the last's
+    assert f"(epoch {best['epoch'] + 1}, validation recall@3 {best['best_recall']:.1f})" in " ".join(
+        done.output.split()
+    )
     again = invoke("train-person", tiny_flic, "--out", out, "--resume", "--epochs", "2")
     assert_one_line_error(again, "has done 2 of 2 epochs")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,7 +21,7 @@ from cnnmrf.cli.train import (
     ValFraction,
     with_run_options,
 )
-from cnnmrf.training.person_config import RECALL_AT, PersonPreset, PersonTrainConfig
+from cnnmrf.training.person_config import BEST_RECALL_AT, PersonPreset, PersonTrainConfig
 
 if TYPE_CHECKING:
     from cnnmrf.training.person import PersonProgress
@@ -124,10 +123,12 @@ def train_person(
         options = with_run_options(ctx, options, _recorded_options(out))
     with PersonDisplay() as display:
         metrics = run(PersonTrainConfig(**options), flic, out, resume=resume, force=force, on_progress=display)
-    score = metrics["val_recall"][f"@{RECALL_AT[-1]}"]
-    scored = f"validation recall@{RECALL_AT[-1]} {score:.1f}" if math.isfinite(score) else "no validation frames"
+    score = metrics["best_recall"]
+    scored = f"validation recall@{BEST_RECALL_AT} {score:.1f}" if score >= 0 else "no validation frames"
     console.print(
-        f"done: {plain(out / 'best.pt')} ({scored}), metrics in {plain(out / 'metrics.jsonl')}", soft_wrap=True
+        f"done: {plain(out / 'best.pt')} (epoch {metrics['best_epoch']}, {scored}), metrics in "
+        f"{plain(out / 'metrics.jsonl')}",
+        soft_wrap=True,
     )
 
 

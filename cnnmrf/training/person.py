@@ -215,7 +215,10 @@ def _train(
         if on_progress is not None:
             end = replace(progress, step=steps, loss=metrics["train_loss"], images_per_s=metrics["images_per_s"])
             on_progress(replace(end, recall=recall, num_validation=num_people))
-    return metrics
+    # best.pt's epoch: the first with the best recall (the last where no frame validates: each epoch replaces it)
+    at = f"@{BEST_RECALL_AT}"
+    best_epoch = next((h["epoch"] for h in history if h["val_recall"].get(at) == best), metrics["epoch"])
+    return {**metrics, "best_epoch": best_epoch, "best_recall": best}
 
 
 def _check_resume(config: PersonTrainConfig, state: dict[str, Any], record: dict[str, Any], out: Path) -> int:
