@@ -80,8 +80,9 @@ def one_box_per_person(boxes: np.ndarray, joints: np.ndarray) -> tuple[np.ndarra
     gap = np.nanmean(np.linalg.norm(joints[:, None] - joints[None], axis=-1), axis=-1)  # (P, P) mean joint distance
     same = gap < SAME_PERSON * np.minimum(heights[:, None], heights[None])  # (P, P)
     first = np.argmax(same, axis=1)  # (P,) each annotation's person: the first annotation it matches
+    people = list(dict.fromkeys(first.tolist()))  # (G,) the first annotation of each person
     merged = []
-    for person in dict.fromkeys(first.tolist()):
+    for person in people:
         mine = boxes[first == person]  # (M, 4)
         if len(mine) == 1:  # annotated once: as annotated
             merged.append(mine[0])
@@ -92,7 +93,6 @@ def one_box_per_person(boxes: np.ndarray, joints: np.ndarray) -> tuple[np.ndarra
         merged.append(
             np.array([centre[0] - width / 2, centre[1] - height / 2, centre[0] + width / 2, centre[1] + height / 2])
         )
-    people = list(dict.fromkeys(first.tolist()))
     return np.asarray(merged).reshape(-1, 4), joints[people]
 
 

@@ -1,10 +1,10 @@
-"""Where people may be in a photo: the proposal source's interface (a photo -> torso-box proposals) and the default
-source, :class:`PersonSearch` (the part detector's multi-scale scan and faces, overlapping proposals dropped), and the
-opt-in :class:`PersonDetectorSearch` (one pass of the learned person detector, `predict --search detector`).
+"""Where people may be in a photo: the proposal source's interface (a photo -> torso-box proposals), the default
+source :class:`PersonDetectorSearch` (the learned person detector, `predict --search detector`), and
+:class:`PersonSearch` (the part detector's multi-scale scan and faces, `predict --search scan`).
 
 The parts of `predict` after this one (:class:`cnnmrf.inference.topdown.TopDown`, the scorer and
-:func:`cnnmrf.inference.people.select_people`) only see :class:`Proposal` boxes, so another source (a learned person
-detector, :class:`PersonDetectorSearch`) replaces this one by implementing :class:`ProposalSource`.
+:func:`cnnmrf.inference.people.select_people`) only see :class:`Proposal` boxes, so any source implementing
+:class:`ProposalSource` can replace these.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ class DetectorSearchConfig:
 @dataclass
 class PersonDetectorSearch:
     """A :class:`ProposalSource` from the learned person detector (:mod:`cnnmrf.models.person`): its best torso boxes in
-    one pass over the photo, optionally one box below each of the photo's faces, the overlapping ones dropped, at most
-    ``config.max_proposals``: faces first (as :class:`PersonSearch`), then detector boxes by score."""
+    one pass over the photo, the small sure ones of a second, finer pass (``config.fine_side``), optionally one box
+    below each of the photo's faces, the overlapping ones dropped, at most ``config.max_proposals``: faces first (as
+    :class:`PersonSearch`), then the first pass's boxes by score, then the second's."""
 
     name: ClassVar[str] = "detector"  # what `predict --search` calls it, recorded in each prediction
 

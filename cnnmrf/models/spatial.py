@@ -104,9 +104,8 @@ def displacement_histograms(
     np.add.at(hist, (i_idx, j_idx, height - 1 + dy[n_idx, i_idx, j_idx], width - 1 + dx[n_idx, i_idx, j_idx]), 1.0)
 
     if sigma > 0:
-        from scipy.ndimage import (
-            gaussian_filter,
-        )  # here: scipy.ndimage takes 0.2 s to import, and predict never needs it
+        # Imported here: scipy.ndimage takes 0.2 s to import, and predict never needs it.
+        from scipy.ndimage import gaussian_filter
 
         hist = gaussian_filter(hist, sigma=(0, 0, sigma, sigma), mode="constant")
     totals = hist.sum(axis=(2, 3), keepdims=True)  # (K, K, 1, 1)
