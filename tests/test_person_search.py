@@ -105,7 +105,9 @@ def test_detector_search_adds_the_fine_passs_small_sure_boxes() -> None:
     fine = detect_people(model, image, coarse.max_crowd, 320)  # (12, 5) the finer pass's best boxes
     share = float(np.median(fine[:, 3] - fine[:, 1])) / 96  # half of them are shorter than this share of 96 px
     config = replace(coarse, fine_side=320, fine_height=share, fine_score=0.5, proposal_overlap=1.0, max_proposals=50)
-    found = PersonDetectorSearch(model, config=config).propose(Photo(image))
+    # Only where the first pass hints at small people: never with a hint above every probability, always with 0.
+    assert len(PersonDetectorSearch(model, config=replace(config, fine_hint=1.01)).propose(Photo(image))) == 1
+    found = PersonDetectorSearch(model, config=replace(config, fine_hint=0.0)).propose(Photo(image))
     small = fine[(fine[:, 3] - fine[:, 1] < share * 96) & (fine[:, 4] >= 0.5)]
     assert 0 < len(small) < len(fine)
     np.testing.assert_allclose(np.stack([p.box for p in found[1:]]), small[:, :4], atol=1e-6)
