@@ -1,4 +1,5 @@
-"""Ctrl-C: one KeyboardInterrupt per command, also where C code swallowed it, and none inside critical sections."""
+"""Ctrl-C (and SIGTERM, as `kill` sends): one KeyboardInterrupt per command, also where C code swallowed it, and none
+inside critical sections."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from types import FrameType
 
 _FRESH = {"interrupted": False, "armed": True, "deferring": 0, "pending": False}
 _state = dict(_FRESH)
+HANDLED = (signal.SIGINT, signal.SIGTERM)  # the signals that stop a command cleanly
+_last = {"signal": int(signal.SIGINT)}  # the signal that stopped the last command (kept after it ends)
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    """The first SIGINT raises KeyboardInterrupt (or waits for the critical section to end); later ones, which
-    arrive while the command is cleaning up, are ignored so that the clean-up completes."""
+    """The first SIGINT or SIGTERM raises KeyboardInterrupt (or waits for the critical section to end); later ones,
+    which arrive while the command is cleaning up, are ignored so that the clean-up completes."""
+    if not _state["interrupted"]:
+        _last["signal"] = signum
     if _state["deferring"]:
         _state["pending"] = True
         return
@@ -41,19 +46,30 @@ def _on_unraisable(previous: object) -> object:
 
 @contextmanager
 def handling_interrupts() -> Iterator[None]:
-    """Run a command with :func:`_on_sigint` as the SIGINT handler (main thread only; elsewhere nothing changes)."""
+    """Run a command with :func:`_on_sigint` as the SIGINT and SIGTERM handler (main thread only; elsewhere nothing
+    changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous, previous_hook = signal.signal(signal.SIGINT, _on_sigint), sys.unraisablehook
+    previous = {signum: signal.signal(signum, _on_sigint) for signum in HANDLED}
+    previous_hook = sys.unraisablehook
     sys.unraisablehook = _on_unraisable(previous_hook)  # type: ignore[assignment]
     _state.update(_FRESH)
+    _last["signal"] = int(signal.SIGINT)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         sys.unraisablehook = previous_hook
         _state.update(_FRESH)
+
+
+def stopped_by() -> tuple[str, int]:
+    """What stopped the last command, and its exit code (128 + the signal): ``interrupted`` 130 for Ctrl-C (SIGINT, or
+    an interrupt that arrived otherwise), ``terminated`` 143 for SIGTERM."""
+    signum = _last["signal"]
+    return ("terminated" if signum == signal.SIGTERM else "interrupted"), 128 + int(signum)
 
 
 def check_interrupted() -> None:
@@ -77,5 +93,7 @@ def deferred_interrupts() -> Iterator[None]:
 
 
 def ignore_interrupts() -> None:
-    """Ignore SIGINT in this process: the initializer of worker processes, which the parent stops on Ctrl-C."""
+    """Ignore SIGINT in this process and let SIGTERM end it at once: the initializer of worker processes, which the
+    parent stops (with SIGTERM) on Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked with the parent's handler, which would raise in the worker

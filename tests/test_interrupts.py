@@ -1,4 +1,5 @@
-"""Tests for Ctrl-C: long commands stop promptly with exit code 130, one line, and no temporary or partial file."""
+"""Tests for Ctrl-C and SIGTERM: long commands stop promptly with exit code 130 (143), one line, and no temporary or
+partial file."""
 
 from __future__ import annotations
 
@@ -33,9 +34,12 @@ app(sys.argv[1:], prog_name="cnnmrf")
 """
 
 
-def ctrl_c(args: list[str], ready: Callable[[], bool], timeout: float = 60.0) -> subprocess.CompletedProcess:
+def ctrl_c(
+    args: list[str], ready: Callable[[], bool], timeout: float = 60.0, signum: int = signal.SIGINT
+) -> subprocess.CompletedProcess:
     """Start ``cnnmrf ARGS`` (slowed down), wait until ``ready()``, press Ctrl-C (SIGINT to its process group, as a
-    terminal does), and return how it ended; fails if it took more than 10 s to stop."""
+    terminal does; SIGTERM to the process alone, as `kill` does), and return how it ended; fails if it took more
+    than 10 s to stop."""
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -43,7 +47,10 @@ def ctrl_c(args: list[str], ready: Callable[[], bool], timeout: float = 60.0) ->
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, process.communicate()
-    os.killpg(process.pid, signal.SIGINT)
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        os.kill(process.pid, signum)
     pressed = time.monotonic()
     try:
         out, err = process.communicate(timeout=20)
@@ -65,7 +72,12 @@ def test_ctrl_c_stops_preprocess_at_once_leaving_nothing(tiny_flic: Path, tmp_pa
     assert not out.parent.exists()  # no dataset, no temporary, not even the folder the run made
 
 
-def test_ctrl_c_stops_training_keeping_only_complete_checkpoints(tiny_h5: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "code", "line"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_stops_training_keeping_only_complete_checkpoints(
+    tiny_h5: Path, tmp_path: Path, signum: int, code: int, line: str
+) -> None:
     run = tmp_path / "run"
     args = ["train-detector", str(tiny_h5), "--out", str(run), "--preset", "tiny", "--batch-size", "2"]
     started = {}
@@ -75,8 +87,8 @@ def test_ctrl_c_stops_training_keeping_only_complete_checkpoints(tiny_h5: Path, 
             started.setdefault("at", time.monotonic())
         return "at" in started and time.monotonic() - started["at"] > 0.5
 
-    result = ctrl_c([*args, "--workers", "0", "--epochs", "50", "--device", "cpu"], ready)
-    assert (result.returncode, result.stderr) == (130, "error: interrupted\n")
+    result = ctrl_c([*args, "--workers", "0", "--epochs", "50", "--device", "cpu"], ready, signum=signum)
+    assert (result.returncode, result.stderr) == (code, f"error: {line}\n")
     assert "Traceback" not in result.stdout
     left = sorted(p.name for p in run.iterdir()) if run.exists() else []
     assert left in ([], ["best.pt", "last.pt", "metrics.jsonl"])

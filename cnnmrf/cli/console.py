@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from cnnmrf.cli.options import DebugOpt
 from cnnmrf.errors import CnnmrfError
-from cnnmrf.interrupts import check_interrupted, handling_interrupts
+from cnnmrf.interrupts import check_interrupted, handling_interrupts, stopped_by
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -35,7 +35,7 @@ def fail(message: str) -> None:
 
 def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command so a CnnmrfError prints one line and exits 1 (full traceback with --debug), and Ctrl-C stops
-    it with one line and exit code 130 (see :mod:`cnnmrf.interrupts`).
+    it with one line and exit code 130 (SIGTERM: 143; see :mod:`cnnmrf.interrupts`).
 
     The wrapper also takes ``--debug`` after the command's name (:data:`cnnmrf.cli.options.DebugOpt`, added to the
     signature Typer reads), as the top-level callback does before it.
@@ -54,8 +54,9 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(err))
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            fail("interrupted")
-            raise typer.Exit(130) from None
+            message, code = stopped_by()
+            fail(message)
+            raise typer.Exit(code) from None
 
     signature = inspect.signature(command, eval_str=True)
     if "debug" in signature.parameters:
