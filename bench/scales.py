@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnmrf.bundled import default_checkpoint, default_person_checkpoint
+from cnnmrf.bundled import default_checkpoint
+from cnnmrf.cli.options import SearchMethod, person_detector_for
 from cnnmrf.data.dataset import holdout_rows
-from cnnmrf.data.flic import FlicSource, observer_centric
-from cnnmrf.data.person_frames import one_box_per_person
+from cnnmrf.data.flic import FlicSource, observer_centric, one_box_per_person
 from cnnmrf.evaluation.frames import Frame, matches_person, read_frame
 from cnnmrf.evaluation.holdout import resolve_holdout
 from cnnmrf.evaluation.layouts import Layout, padded, tiled
@@ -39,7 +39,6 @@ from cnnmrf.evaluation.pck import evaluate_pck
 from cnnmrf.inference.photos import PosePredictor
 from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.checkpoint import load_checkpoint, preprocess_from_checkpoint
-from cnnmrf.models.person import load_person_checkpoint, person_detector_from
 
 FLIC = Path(__file__).resolve().parents[2] / "shared/flic/FLIC"
 HEIGHT_BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 1.01)  # torso-box height as a share of the canvas height
@@ -162,10 +161,7 @@ def main() -> None:
         parser.error("--person-checkpoint is for --search detector")
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or default_checkpoint()
-    person = None
-    if args.search == "detector":
-        path = args.person_checkpoint or default_person_checkpoint()
-        person = person_detector_from(load_person_checkpoint(path), str(path))
+    person = person_detector_for(SearchMethod(args.search), args.person_checkpoint)
     predictor = PosePredictor.from_checkpoint(checkpoint, "cpu", person=person, min_score=args.min_score)
     flic = FlicSource(args.flic)
     frames = flic_frames(flic, args.split, checkpoint, args.n)

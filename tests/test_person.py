@@ -12,14 +12,13 @@ import torch
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from cnnmrf.data.flic import FlicSource
+from cnnmrf.data.flic import FlicSource, one_box_per_person
 from cnnmrf.data.person_frames import (
     MAX_PEOPLE,
     PersonAugment,
     PersonFrameDataset,
     centre_targets,
     negative_weights,
-    one_box_per_person,
     train_val_frames,
     whole_frame_input,
 )

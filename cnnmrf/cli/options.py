@@ -42,7 +42,9 @@ class SearchMethod(str, Enum):
     """How `predict` proposes torso boxes where people may be (each proposal is then verified by the pose model)."""
 
     scan = "scan"  # the part detector's multi-scale scan and faces (PersonSearch)
-    detector = "detector"  # the learned person detector's one pass, and faces (PersonDetectorSearch)
+    detector = (
+        "detector"  # the learned person detector at 320 px, and at 640 px for small people (PersonDetectorSearch)
+    )
 
 
 # The bundled weights' person score is calibrated on the person detector's candidates (`calibrate --search detector`)
@@ -52,8 +54,8 @@ SearchOpt = Annotated[
     typer.Option(
         "--search",
         help="How people are proposed. detector: the person detector (`cnnmrf train-person`; default: the bundled "
-        "one) in one pass, and faces. scan: the pose model's part detector scanned at six scales, and faces (slower; "
-        "calibrate with the search you predict with).",
+        "one) over the whole photo, again finer where people may be small. scan: the pose model's part detector "
+        "scanned at six scales, and faces (slower; calibrate with the search you predict with).",
     ),
 ]
 PersonCheckpointOpt = Annotated[

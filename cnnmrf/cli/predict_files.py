@@ -97,6 +97,8 @@ def is_video(path: Path) -> bool:
         return by_name
     if video_signature(head):
         return True
+    if not by_name:  # neither named nor made like a video: an image, or a file that fails as one
+        return False
     from PIL import Image, UnidentifiedImageError  # Pillow: loaded when the command runs
 
     try:

@@ -3,7 +3,6 @@ line); the work is :func:`cnnmrf.inference.video.predict_video`."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -128,9 +127,9 @@ def predict_video_file(
     started = time.perf_counter()
     with bar as on_progress:
 
-        def on_frame(found: FramePrediction, done: int, info: VideoInfo) -> None:
+        def on_frame(found: FramePrediction, line: str, done: int, info: VideoInfo) -> None:
             if on_progress is None:
-                console.print(json.dumps(found.to_dict()), soft_wrap=True, markup=False, emoji=False)
+                console.print(line, soft_wrap=True, markup=False, emoji=False)
                 return
             rate = done / max(time.perf_counter() - started, 1e-9)
             on_progress(done, expected_frames(info, options), f"{rate:.1f} frames/s")

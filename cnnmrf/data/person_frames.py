@@ -17,12 +17,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cnnmrf.data.dataset import holdout_rows
-from cnnmrf.data.flic import FlicExample, FlicSource
+from cnnmrf.data.flic import FlicExample, FlicSource, one_box_per_person
 from cnnmrf.data.images import decode_image, render
 from cnnmrf.errors import CnnmrfError
 
 MAX_PEOPLE = 32  # centres kept per training image (FLIC frames hold at most 3 annotated people; grids up to 9 frames)
-SAME_PERSON = 0.5  # two annotations of one frame are one person when their joints lie this close (see below)
 TORSO_ASPECT = 2.0 / 3.0  # FLIC torso boxes are all 2:3 (width : height); the detector predicts the height only
 
 
@@ -64,36 +63,6 @@ class Piece:
     transform: np.ndarray  # (2, 3) original pixels -> input pixels
     boxes: np.ndarray  # (P, 4) annotated torso boxes, original pixels
     frame: tuple[int, int]  # original (width, height)
-
-
-def one_box_per_person(boxes: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A frame's annotations, one per person: FLIC annotates some people twice in one frame (391 pairs of its 4,554
-    annotated frames), with the same joints and torso boxes of heights about 1.45x apart, the smaller one below
-    and the larger one above the usual box-to-torso proportion. A pair (mean joint distance under
-    :data:`SAME_PERSON` of the smaller box's height; FLIC's pairs lie under 0.3, distinct people over 1) becomes one
-    person: the mean centre and the geometric-mean height (aspect kept), the first annotation's joints.
-
-    Shapes: boxes (P, 4), joints (P, K, 2) -> boxes (G, 4), joints (G, K, 2), G <= P, in first-appearance order.
-    """
-    boxes, joints = np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(joints, dtype=np.float64)
-    heights = boxes[:, 3] - boxes[:, 1]  # (P,)
-    gap = np.nanmean(np.linalg.norm(joints[:, None] - joints[None], axis=-1), axis=-1)  # (P, P) mean joint distance
-    same = gap < SAME_PERSON * np.minimum(heights[:, None], heights[None])  # (P, P)
-    first = np.argmax(same, axis=1)  # (P,) each annotation's person: the first annotation it matches
-    people = list(dict.fromkeys(first.tolist()))  # (G,) the first annotation of each person
-    merged = []
-    for person in people:
-        mine = boxes[first == person]  # (M, 4)
-        if len(mine) == 1:  # annotated once: as annotated
-            merged.append(mine[0])
-            continue
-        centre = (mine[:, :2] + mine[:, 2:]).mean(axis=0) / 2  # (2,)
-        height = float(np.exp(np.log(mine[:, 3] - mine[:, 1]).mean()))
-        width = height * float(np.exp(np.log((mine[:, 2] - mine[:, 0]) / (mine[:, 3] - mine[:, 1])).mean()))
-        merged.append(
-            np.array([centre[0] - width / 2, centre[1] - height / 2, centre[0] + width / 2, centre[1] + height / 2])
-        )
-    return np.asarray(merged).reshape(-1, 4), joints[people]
 
 
 def frames_of(examples: list[FlicExample]) -> list[PersonFrame]:
@@ -245,9 +214,17 @@ class PersonFrameDataset(Dataset):
         pixels = self._background(rng)  # (S, S, 3) uint8
         for piece in pieces:  # pieces never overlap; each renders black around itself, its coverage is its alpha
             drawn = render(piece.image, piece.transform, size, piece.factor)  # (S, S, 3) premultiplied by coverage
+            if not pixels.any():  # over black, the piece is itself
+                pixels = drawn.copy()
+                continue
             cover = render(Image.new("L", piece.image.size, 255), piece.transform, size, piece.factor)  # (S, S)
-            behind = pixels * (1.0 - cover[..., None] / 255.0)  # (S, S, 3) float64
-            pixels = np.clip(drawn + behind, 0, 255).round().astype(np.uint8)
+            rows, cols = np.nonzero(cover)
+            if not len(rows):  # out of view: nothing drawn
+                continue
+            box = np.s_[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # blended only where it covers
+            behind = pixels[box] * (1.0 - cover[box][..., None] / 255.0)  # (h, w, 3) float64
+            pixels = pixels if pixels.flags.writeable else pixels.copy()
+            pixels[box] = np.clip(drawn[box] + behind, 0, 255).round().astype(np.uint8)
         return self._item(_jitter(pixels, cfg.color, rng), pieces, negative=i >= len(self.frames))
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:

@@ -50,7 +50,7 @@ from cnnmrf.inference.calibration import (
     PersonVerifier,
     expected_calibration_error,
 )
-from cnnmrf.inference.crops import final_joints, predict_rows
+from cnnmrf.inference.crops import predict_rows
 from cnnmrf.inference.faces import FaceGeometry, detect_faces, fit_face_geometry
 from cnnmrf.inference.people import select_people
 from cnnmrf.inference.photos import PosePredictor
@@ -135,7 +135,7 @@ def search_sample(
         labels.append(label)
         boxes.append(found.boxes)
         photo.append(np.full(len(label), len(kinds)))
-        joints.append(final_joints(found.sets).joints if found.proposals else np.zeros((0, len(JOINT_NAMES), 2)))
+        joints.append(found.final_joints())
         truth.append(frame)
         kinds.append(kind)
         strips.append(strip)

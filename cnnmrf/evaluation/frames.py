@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from cnnmrf.data.flic import FlicSource
+from cnnmrf.data.flic import FlicSource, one_box_per_person
 from cnnmrf.data.format import read_split
 from cnnmrf.data.images import decode_image
-from cnnmrf.data.person_frames import one_box_per_person
 from cnnmrf.errors import CnnmrfError
 
 

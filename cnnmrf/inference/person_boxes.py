@@ -71,11 +71,15 @@ def detect_people(
     long_side: int = 320,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    decode_factor: float = 1.0,
 ) -> np.ndarray:
     """The ``k`` best torso boxes of a photo in one pass of the detector over it resized to ``long_side``.
 
+    Args:
+        decode_factor: original pixels per pixel of ``image`` (a JPEG decoded smaller: > 1).
+
     Returns:
-        (k, 5) float64 ``x1, y1, x2, y2, score`` in the photo's pixels, highest score first.
+        (k, 5) float64 ``x1, y1, x2, y2, score`` in the photo's original pixels, highest score first.
     """
     device = torch.device(device)
     pixels, scale = whole_frame_input(image, long_side, model.config.multiple)
@@ -83,4 +87,7 @@ def detect_people(
     with autocast(device, dtype):
         out = model(batch)
     boxes = decode_boxes(out["heat"], out["size"], out["offset"], k, model.config.stride, scale)
-    return boxes[0].cpu().numpy().astype(np.float64)
+    boxes = boxes[0].cpu().numpy().astype(np.float64)  # (k, 5) decoded pixels
+    f = decode_factor
+    boxes[:, :4] = boxes[:, :4] * f + (f - 1) / 2  # decoded (integer-centre) -> original pixels
+    return boxes

@@ -183,9 +183,8 @@ class PosePredictor:
 
     @property
     def person_search(self) -> ProposalSource:
-        """The proposal source: ``proposals`` if given, else the person detector and faces
-        (:class:`PersonDetectorSearch`) with a ``person`` detector, else the scan and faces (:class:`PersonSearch`);
-        the faces through ``face_geometry``."""
+        """The proposal source: ``proposals`` if given, else the person detector (:class:`PersonDetectorSearch`) with a
+        ``person`` detector, else the scan and faces (:class:`PersonSearch`); faces through ``face_geometry``."""
         if self.proposals is not None:
             return self.proposals
         geometry = self.face_geometry
@@ -195,9 +194,11 @@ class PosePredictor:
 
     @property
     def top_down(self) -> TopDown:
-        """The top-down runner: :attr:`crop_config` crops, ``search.refine_steps`` re-fits (none of the person
-        detector's boxes unless ``person_config.refine``)."""
-        exact = {"given"} if self.person is None or self.person_config.refine else {"given", "detector"}
+        """The top-down runner: :attr:`crop_config` crops, ``search.refine_steps`` re-fits (none of a given box, a
+        video track's, or the person detector's unless ``person_config.refine``)."""
+        exact = (
+            {"given", "track"} if self.person is None or self.person_config.refine else {"given", "track", "detector"}
+        )
         return TopDown(
             self.model, self.preprocess, self.device, self.crop_config, self.search.refine_steps, frozenset(exact)
         )

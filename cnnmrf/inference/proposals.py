@@ -138,16 +138,16 @@ class PersonDetectorSearch:
         face proposals."""
         config, factor = self.config, photo.decode_factor
         k = max(config.max_boxes, config.max_crowd, EVIDENCE_BOXES)
-        boxes = detect_people(self.model, photo.image, k, config.long_side, self.dtype, self.device)  # (k, 5)
-        boxes[:, :4] = boxes[:, :4] * factor + (factor - 1) / 2  # decoded -> original pixels
+        boxes = detect_people(self.model, photo.image, k, config.long_side, self.dtype, self.device, factor)  # (k, 5)
         rank = np.arange(k)
         wanted = (rank < config.max_boxes) & (boxes[:, 4] >= config.min_score)  # (k,) the best few ...
         wanted |= (rank < config.max_crowd) & (boxes[:, 4] >= config.crowd_score)  # ... and every likely one
         chosen = [boxes[wanted]]  # (n, 5) each
         small_hint = boxes[(boxes[:, 3] - boxes[:, 1]) < 1.5 * config.fine_height * photo.size[1], 4]  # (m,)
         if config.fine_side and small_hint.max(initial=0.0) >= config.fine_hint:
-            fine = detect_people(self.model, photo.image, config.max_crowd, config.fine_side, self.dtype, self.device)
-            fine[:, :4] = fine[:, :4] * factor + (factor - 1) / 2
+            fine = detect_people(
+                self.model, photo.image, config.max_crowd, config.fine_side, self.dtype, self.device, factor
+            )  # (max_crowd, 5)
             small = (fine[:, 3] - fine[:, 1]) < config.fine_height * photo.size[1]
             chosen.append(fine[small & (fine[:, 4] >= config.fine_score)])
         found = [Proposal(box[:4], float(box[4]), "detector", float(box[4])) for box in np.concatenate(chosen)]

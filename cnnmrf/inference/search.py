@@ -33,9 +33,8 @@ from cnnmrf.models.detector import PartDetector
 
 TORSO = JOINT_NAMES.index("torso")
 BOX_ASPECT = 2.0 / 3.0  # FLIC torso boxes: width / height
-Source = Literal[
-    "scan", "face", "detector", "given", "track"
-]  # where a torso box came from (track: a video's last joints)
+# Where a torso box came from (track: a box made from a video person's joints in the frame before).
+Source = Literal["scan", "face", "detector", "given", "track"]
 
 
 @dataclass(frozen=True)

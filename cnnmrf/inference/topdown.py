@@ -18,6 +18,7 @@ from cnnmrf.inference.config import InferenceConfig
 from cnnmrf.inference.crops import DETECTOR, SPATIAL, Joints, final_joints, predict_crops
 from cnnmrf.inference.proposals import Photo
 from cnnmrf.inference.search import Proposal, box_from_joints
+from cnnmrf.joints import JOINT_NAMES
 from cnnmrf.models.pose import PoseModel
 
 
@@ -30,6 +31,10 @@ class Candidates:
     boxes: np.ndarray  # (N, 4) the final (re-fitted) torso boxes, original pixels
     sets: dict[str, Joints]  # per model output ("detector", "spatial"): (N, K, 2) joints and (N, K) peak scores
     faces: list[np.ndarray]  # per candidate: (M, 4) the faces found in its photo
+
+    def final_joints(self) -> np.ndarray:
+        """(N, K, 2) the final model's joints (:func:`final_joints`), also for no candidates at all."""
+        return final_joints(self.sets).joints if self.proposals else np.zeros((0, len(JOINT_NAMES), 2))
 
     def features(self) -> np.ndarray:
         """(N, F + 1) :func:`person_features` (without a spatial model the detector's output stands in for it), then

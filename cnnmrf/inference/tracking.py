@@ -130,13 +130,13 @@ class PoseTracker:
 
     def step(self, image: Image.Image) -> tuple[list[Person], list[int], bool]:
         """The people in the next frame (likeliest first), their track ids, and whether the search ran."""
-        small = thumbnail(image)
-        cut = self._thumbnail is not None and float(np.abs(small - self._thumbnail).mean()) > self.config.shot_change
-        self._thumbnail = small
         self._since_search += 1
         if self.box is not None:
             people = self._given(image)
             return people, [track.id for track in self.tracks], False
+        small = thumbnail(image)
+        cut = self._thumbnail is not None and float(np.abs(small - self._thumbnail).mean()) > self.config.shot_change
+        self._thumbnail = small
         if cut:
             self.tracks = []  # another shot: nobody continues
         tracked = None
@@ -158,8 +158,9 @@ class PoseTracker:
         boxes = self._predicted_boxes(image.size)
         if not boxes or any(box_problem(box, image.size) for box in boxes):
             return None
-        runner = replace(self.predictor.top_down, exact=frozenset({"track"}))  # predicted in their boxes, no re-fit
-        return runner.candidates([Photo(image)] * len(boxes), [[Proposal(box, 0.0, "track")] for box in boxes])
+        return self.predictor.top_down.candidates(
+            [Photo(image)] * len(boxes), [[Proposal(box, 0.0, "track")] for box in boxes]
+        )
 
     def _follow(self, image: Image.Image, given: bool = False) -> tuple[list[Person] | None, Candidates | None]:
         """Each track in its box from its last joints, scored alone against the threshold (``given``: never dropped).

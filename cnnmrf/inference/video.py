@@ -230,7 +230,7 @@ class VideoWriter:
 
     def write(self, image: Image.Image) -> None:
         """Encode one RGB picture of the writer's size (before padding) as the next frame."""
-        pixels = np.asarray(image.convert("RGB"))  # (H, W, 3)
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # (H, W, 3)
         height, width = self.size[1], self.size[0]
         if pixels.shape[:2] != (height, width):
             pixels = np.pad(pixels, ((0, height - pixels.shape[0]), (0, width - pixels.shape[1]), (0, 0)), "edge")
@@ -325,7 +325,7 @@ def predict_video(
     files: tuple[Path, Path],
     box: np.ndarray | None = None,
     options: VideoOptions | None = None,
-    on_frame: Callable[[FramePrediction, int, VideoInfo], None] | None = None,
+    on_frame: Callable[[FramePrediction, str, int, VideoInfo], None] | None = None,
 ) -> VideoResult:
     """Predict a video's frames one at a time and write ``files``: JSON Lines, one document per predicted frame
     (:meth:`FramePrediction.to_dict`), and the frames with their skeletons drawn (H.264 MP4, the source's size and
@@ -337,7 +337,8 @@ def predict_video(
         files: the JSON Lines and MP4 files to write.
         box: the one person's torso box in the first predicted frame (then followed), or None to search.
         options: frames, tracking and smoothing (default :class:`VideoOptions`).
-        on_frame: called after each frame is written, with its prediction, the number of frames done and the header.
+        on_frame: called after each frame is written, with its prediction, its JSON line, the number of frames done
+            and the header.
 
     Raises:
         CnnmrfError: an unreadable video (:func:`open_video`), no frame read, a box outside the frame, non-finite
@@ -372,7 +373,7 @@ def predict_video(
             with_people += bool(found.tracks)
             tracks.update(found.tracks)
             if on_frame is not None:
-                on_frame(found, done, reader.info)
+                on_frame(found, line, done, reader.info)
         if outputs is None:
             raise CnnmrfError(no_frame(reader, options))
         return VideoResult(done, with_people, len(tracks), tracker.searches, reader.ended_early())

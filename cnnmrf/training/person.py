@@ -266,8 +266,7 @@ def validate_person(
     for frame in frames:
         check_interrupted()
         image, factor = read_frame(flic, frame.file)
-        boxes = detect_people(model, image, max(RECALL_AT), long_side, dtype, device)  # (k, 5) decoded pixels
-        boxes[:, :4] = boxes[:, :4] * factor + (factor - 1) / 2  # decoded -> original pixels
+        boxes = detect_people(model, image, max(RECALL_AT), long_side, dtype, device, factor)  # (k, 5) original pixels
         for k in RECALL_AT:
             found[k] += int(matches_person(boxes[:k, :4], frame.boxes).any(axis=0).sum())
         total += len(frame.boxes)
